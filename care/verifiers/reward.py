@@ -1,0 +1,113 @@
+"""The verifier as a TRL reward function.
+
+TRL (GRPOTrainer._calculate_rewards) calls `reward_func(prompts=..., completions=..., completion_ids=...,
+**columns)` where every other dataset column arrives as a list with one entry per completion, plus
+`trainer_state`, `log_extra` and `log_metric`. It wants one float (or None, logged as NaN and ignored)
+per completion, and names the function by its `__name__`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from care.verifiers.core import verify_batch
+from care.verifiers.pool import DEFAULT_TIMEOUT_S
+
+
+def completion_text(completion: Any) -> str:
+    """Plain text of a completion: a string, a message dict, or a list of messages (assistant turns joined).
+
+    Message content may itself be a list of parts `[{"type": "text", "text": ...}]`; non-text parts are skipped.
+    """
+    if completion is None:
+        return ""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return _content_text(completion.get("content"))
+    messages = list(completion)
+    assistant = [m for m in messages if isinstance(m, dict) and m.get("role", "assistant") == "assistant"]
+    return "".join(_content_text(message.get("content")) for message in assistant or messages)
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        if isinstance(part, str):
+            parts.append(part)
+        elif isinstance(part, dict) and part.get("type", "text") == "text":
+            parts.append(str(part.get("text", "")))
+    return "".join(parts)
+
+
+class VerifierReward:
+    """Reward = 1.0 for a correct answer + `format_weight` for a well-formed response.
+
+    Reads the dataset columns `answer` (gold), `answer_type` and optional `choices`. A row whose gold
+    is None gets reward None (TRL logs NaN and leaves it out). A class rather than a closure so that the
+    reward pickles (TRL and accelerate may ship reward functions to other processes).
+    """
+
+    def __init__(
+        self, format_weight: float = 0.0, timeout_s: float = DEFAULT_TIMEOUT_S, name: str | None = None
+    ):
+        self.format_weight = float(format_weight)
+        self.timeout_s = timeout_s
+        self.__name__ = name or (
+            "verifier_accuracy"
+            if self.format_weight == 0
+            else f"verifier_accuracy_format{self.format_weight:g}"
+        )
+
+    def __repr__(self) -> str:
+        return f"VerifierReward(format_weight={self.format_weight}, timeout_s={self.timeout_s})"
+
+    def __call__(
+        self,
+        prompts: Sequence[Any] | None = None,
+        completions: Sequence[Any] | None = None,
+        completion_ids: Sequence[Any] | None = None,
+        **columns: Any,
+    ) -> list[float | None]:
+        if completions is None:
+            raise ValueError(f"{self.__name__} needs `completions`")
+        for column in ("answer", "answer_type"):
+            if column not in columns:
+                raise ValueError(
+                    f"{self.__name__} needs the dataset column {column!r}; got {sorted(columns)}"
+                )
+        count = len(completions)
+        golds, answer_types = list(columns["answer"]), list(columns["answer_type"])
+        choices = columns.get("choices")
+        choice_lists = list(choices) if choices is not None else [None] * count
+        if not len(golds) == len(answer_types) == len(choice_lists) == count:
+            raise ValueError(f"{self.__name__}: columns and completions differ in length")
+        scored = [index for index in range(count) if golds[index] is not None]
+        results = verify_batch(
+            [completion_text(completions[index]) for index in scored],
+            [golds[index] for index in scored],
+            [answer_types[index] for index in scored],
+            [choice_lists[index] for index in scored],
+            timeout_s=self.timeout_s,
+        )
+        rewards: list[float | None] = [None] * count
+        for index, result in zip(scored, results, strict=True):
+            rewards[index] = float(result.correct) + self.format_weight * float(result.formatted)
+        self._log(columns.get("log_metric"), results)
+        return rewards
+
+    def _log(self, log_metric: Callable[[str, float], None] | None, results: list) -> None:
+        if log_metric is None or not results:
+            return
+        log_metric(f"{self.__name__}/formatted", sum(r.formatted for r in results) / len(results))
+        log_metric(f"{self.__name__}/timeouts", float(sum(r.timed_out for r in results)))
+
+
+def make_reward_fn(format_weight: float = 0.0, timeout_s: float = DEFAULT_TIMEOUT_S) -> VerifierReward:
+    """A TRL reward function: accuracy + format_weight * formatted."""
+    return VerifierReward(format_weight=format_weight, timeout_s=timeout_s)

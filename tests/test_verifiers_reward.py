@@ -1,0 +1,130 @@
+"""The TRL reward function: signature, completion shapes, columns, weights and logging."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from care.verifiers import VerifierReward, completion_text, make_reward_fn
+
+GOOD = "<think>2+2</think><answer>4</answer>"
+RIGHT_BUT_UNFORMATTED = "The answer is \\boxed{4}"
+WRONG_BUT_FORMATTED = "<think>2+2</think><answer>5</answer>"
+
+
+def call(reward, completions, **columns):
+    """Call the way TRL's GRPOTrainer._calculate_rewards does."""
+    prompts = ["What is 2+2?"] * len(completions)
+    return reward(
+        prompts=prompts,
+        completions=completions,
+        completion_ids=[[1, 2, 3]] * len(completions),
+        trainer_state=object(),
+        log_extra=lambda column, values: None,
+        **columns,
+    )
+
+
+def test_string_completions_with_format_weight() -> None:
+    reward = make_reward_fn(format_weight=0.5)
+    rewards = call(
+        reward,
+        [GOOD, RIGHT_BUT_UNFORMATTED, WRONG_BUT_FORMATTED, "nonsense"],
+        answer=["4"] * 4,
+        answer_type=["math"] * 4,
+    )
+    assert rewards == [1.5, 1.0, 0.5, 0.0]
+    assert all(isinstance(value, float) for value in rewards)
+
+
+def test_accuracy_only_by_default() -> None:
+    rewards = call(
+        make_reward_fn(), [GOOD, WRONG_BUT_FORMATTED], answer=["4", "4"], answer_type=["math", "math"]
+    )
+    assert rewards == [1.0, 0.0]
+
+
+def test_conversational_completions() -> None:
+    completions = [
+        [{"role": "assistant", "content": GOOD}],
+        [
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "<think>look</think>"},
+                    {"type": "text", "text": "<answer>B</answer>"},
+                ],
+            }
+        ],
+        [
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "image"},
+                    {"type": "text", "text": "<think>x</think><answer>dog</answer>"},
+                ],
+            }
+        ],
+        [{"role": "assistant", "content": "<think>x</think><answer>Paris</answer>"}],
+    ]
+    rewards = call(
+        make_reward_fn(format_weight=0.1),
+        completions,
+        answer=["4", "B", "B", "paris"],
+        answer_type=["math", "choice", "choice", "text"],
+        choices=[None, ["cat", "dog"], ["cat", "dog"], None],
+    )
+    assert rewards == pytest.approx([1.1, 1.1, 1.1, 1.1])
+
+
+@pytest.mark.parametrize(
+    ("completion", "text"),
+    [
+        ("plain", "plain"),
+        (None, ""),
+        ({"role": "assistant", "content": "one message"}, "one message"),
+        ([{"role": "user", "content": "ignored"}, {"role": "assistant", "content": "kept"}], "kept"),
+        (
+            [
+                {
+                    "role": "assistant",
+                    "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                }
+            ],
+            "ab",
+        ),
+    ],
+)
+def test_completion_text(completion, text: str) -> None:
+    assert completion_text(completion) == text
+
+
+def test_rows_without_gold_get_none() -> None:
+    rewards = call(make_reward_fn(), [GOOD, GOOD], answer=[None, "4"], answer_type=["math", "math"])
+    assert rewards == [None, 1.0]
+
+
+def test_missing_column_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="answer_type"):
+        call(make_reward_fn(), [GOOD], answer=["4"])
+
+
+def test_name_logging_and_pickling() -> None:
+    reward = make_reward_fn(format_weight=0.2)
+    assert reward.__name__ == "verifier_accuracy_format0.2"
+    assert make_reward_fn().__name__ == "verifier_accuracy"
+    logged: dict[str, float] = {}
+    call(reward, [GOOD, "x"], answer=["4", "4"], answer_type=["math", "math"], log_metric=logged.__setitem__)
+    assert logged == {
+        "verifier_accuracy_format0.2/formatted": 0.5,
+        "verifier_accuracy_format0.2/timeouts": 0.0,
+    }
+    clone = pickle.loads(pickle.dumps(reward))
+    assert isinstance(clone, VerifierReward) and clone.__name__ == reward.__name__
+
+
+def test_trl_reads_the_name() -> None:
+    utils = pytest.importorskip("trl.trainer.utils")
+    assert utils.get_callable_name(make_reward_fn()) == "verifier_accuracy"
+    assert not utils.is_async_callable(make_reward_fn())
