@@ -1,0 +1,283 @@
+"""Load any registered dataset as a list of `Record`s, from a local copy or from the hub.
+
+    load_records(name, split=None, path=None, hub_id=None, limit=None)
+
+With `path` (config: `data.path` for training sets, `eval.paths.<name>` for benchmarks) the data is
+read from local files: a single parquet / .arrow / json / jsonl file, a folder of them (searched
+recursively, e.g. a hub snapshot), or a folder written by `datasets.save_to_disk`. Image cells may be
+embedded bytes, PIL images, or paths relative to the data file's folder or any folder above it up to
+`path`. Without `path`, `datasets.load_dataset(hub_id or the spec's id, config, split=split)` is used.
+
+Every failure to find or read a dataset raises `DatasetUnavailable` (a FileNotFoundError) naming the
+config key to set and the path or hub id that failed. With HF_HUB_OFFLINE=1 a dataset missing from the
+local cache fails at once, without network retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from care.data.adapters import DATASET_NAMES, DatasetSpec, DatasetUnavailable, MalformedRow, dedupe, get_spec
+from care.data.adapters.common import ImageResolver, RowContext
+from care.data.schema import Record
+
+__all__ = ["DATASET_NAMES", "DatasetUnavailable", "MalformedRow", "load_records"]
+
+# When one split ships in several formats (MathVerse: testmini.json and testmini.parquet), the first wins.
+FORMAT_PRIORITY = (".parquet", ".arrow", ".jsonl", ".json")
+KNOWN_SPLITS = ("train", "validation", "val", "valid", "dev", "test", "testmini")
+_NOT_DATA = {"dataset_info.json", "state.json", "dataset_dict.json"}
+_PARQUET_BATCH_ROWS = 64
+
+
+def load_records(name: str, split: str | None = None, path: str | os.PathLike | None = None,
+                 hub_id: str | None = None, limit: int | None = None) -> list[Record]:
+    """Records of dataset `name` (see `DATASET_NAMES`); `split` defaults to the spec's usual split."""
+    spec = get_spec(name)
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    split = split or spec.default_split
+    if spec.components:
+        return _load_mix(spec, split, path, hub_id, limit)
+    if path is not None and str(path).strip():
+        rows = _local_rows(spec, split, Path(path).expanduser())
+    else:
+        rows = _hub_rows(spec, split, hub_id or spec.hub_id)
+    records: list[Record] = []
+    if limit == 0:
+        return records
+    for row, ctx in rows:
+        records.append(_convert(spec, row, ctx))
+        if limit is not None and len(records) >= limit:
+            break  # before pulling another row: that could load the next hub config
+    return _with_unique_ids(records)
+
+
+def _convert(spec: DatasetSpec, row: dict, ctx: RowContext) -> Record:
+    where = f"{spec.name} ({ctx.split}) row {ctx.index}"
+    try:
+        return spec.convert(row, ctx)
+    except KeyError as err:
+        raise MalformedRow(f"{where} lacks column {err}; it has {sorted(row)}. Is this a copy of "
+                           f"{spec.hub_id} in its original schema?") from None
+    except MalformedRow as err:
+        raise MalformedRow(f"{where}: {err}") from None
+
+
+def _with_unique_ids(records: list[Record]) -> list[Record]:
+    """Ids are unique within a load: a repeated native id gets a "~2", "~3" suffix in row order."""
+    seen: Counter[str] = Counter()
+    for record in records:
+        seen[record.id] += 1
+        if seen[record.id] > 1:
+            record.id = f"{record.id}~{seen[record.id]}"
+    return records
+
+
+def _load_mix(spec: DatasetSpec, split: str, path, hub_id: str | None, limit: int | None) -> list[Record]:
+    """care_mix: each component from `path/<component>` (or its own hub id), then `dedupe`."""
+    if hub_id:
+        raise ValueError(f"{spec.name} is the union of {', '.join(spec.components)} and has no hub id of its "
+                         "own; load it from the hub without hub_id, or from a folder with one entry per component")
+    records: list[Record] = []
+    for component in spec.components:
+        component_path = None
+        if path is not None and str(path).strip():
+            component_path = Path(path).expanduser() / component
+            if not component_path.exists():
+                raise DatasetUnavailable(
+                    f"{spec.name}: {spec.config_key}={str(path)!r} has no {component!r} entry. Set "
+                    f"{spec.config_key} to a folder holding {', '.join(spec.components)} (one local copy each)")
+        records += load_records(component, split, path=component_path)
+    return dedupe(records)[:limit]
+
+
+# ------------------------------------------------------------------------------------------ local files
+
+
+def _local_rows(spec: DatasetSpec, split: str, root: Path) -> Iterator[tuple[dict, RowContext]]:
+    hint = (f"Set {spec.config_key} to a local copy of {spec.hub_id} (parquet/arrow/json/jsonl files plus "
+            "their images), or unset it to load from the hub.")
+    if not root.exists():
+        raise DatasetUnavailable(f"{spec.name}: {spec.config_key}={str(root)!r} does not exist. {hint}")
+    root = _config_folder(spec, root)
+    if _is_saved_dataset(root):
+        yield from _saved_dataset_rows(spec, split, root, hint)
+        return
+    index = 0
+    for file in _data_files(spec, split, root, hint):
+        bases = [file.parent, *[p for p in file.parent.parents if root.is_dir() and p.is_relative_to(root)]]
+        resolver = ImageResolver(bases, hint)
+        config = file.parent.name if file.parent.name in spec.hub_configs else None
+        for row in _read_file(file, spec, hint):
+            yield row, RowContext(index, split, config, resolver)
+            index += 1
+
+
+def _config_folder(spec: DatasetSpec, root: Path) -> Path:
+    """A snapshot of a multi-config repo (MMMU_Pro) holds one folder per config: use this spec's."""
+    configs = [c for c in spec.hub_configs if c]
+    if root.is_dir() and len(configs) == 1 and (root / configs[0]).is_dir():
+        return root / configs[0]
+    return root
+
+
+def _is_saved_dataset(root: Path) -> bool:
+    return root.is_dir() and ((root / "state.json").is_file() or (root / "dataset_dict.json").is_file())
+
+
+def _saved_dataset_rows(spec: DatasetSpec, split: str, root: Path, hint: str):
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(root))
+    except Exception as err:  # datasets raises several types for a damaged folder
+        raise DatasetUnavailable(f"{spec.name}: cannot read saved dataset {str(root)!r} ({err}). {hint}") from err
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise DatasetUnavailable(f"{spec.name}: saved dataset {str(root)!r} has splits {sorted(loaded)}, "
+                                     f"not {split!r}. {hint}")
+        loaded = loaded[split]
+    resolver = ImageResolver([root, *root.parents[:1]], hint)
+    for index, row in enumerate(loaded):
+        yield row, RowContext(index, split, None, resolver)
+
+
+def _data_files(spec: DatasetSpec, split: str, root: Path, hint: str) -> list[Path]:
+    """The files holding `split`: named after it ("test-00000-of-00001.parquet", "testmini.json") or
+    inside a folder named after it; a release whose files name no split at all (ViRL39K's
+    "39Krelease.parquet") is one split, used whatever `split` says."""
+    if root.is_file():
+        if root.suffix not in FORMAT_PRIORITY:
+            raise DatasetUnavailable(f"{spec.name}: {str(root)!r} is not a {'/'.join(FORMAT_PRIORITY)} file. {hint}")
+        return [root]
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in FORMAT_PRIORITY
+                   and p.name not in _NOT_DATA and not p.name.startswith("cache-")
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    matching = [f for f in files if _names_split(f, root, split)]
+    named = {s for f in files for s in KNOWN_SPLITS if _names_split(f, root, s)}
+    if not matching and named:
+        raise DatasetUnavailable(f"{spec.name}: no {split!r} split under {str(root)!r} "
+                                 f"(found {', '.join(sorted(named))}). {hint}")
+    files = matching or files
+    if not files:
+        raise DatasetUnavailable(f"{spec.name}: no {'/'.join(FORMAT_PRIORITY)} files under {str(root)!r}. {hint}")
+    best = min(FORMAT_PRIORITY.index(f.suffix) for f in files)
+    return [f for f in files if f.suffix == FORMAT_PRIORITY[best]]
+
+
+def _names_split(file: Path, root: Path, split: str) -> bool:
+    stem = file.name.split(".")[0]
+    if stem == split or stem.startswith(f"{split}-"):
+        return True
+    return split in file.relative_to(root).parent.parts
+
+
+def _read_file(file: Path, spec: DatasetSpec, hint: str) -> Iterator[dict]:
+    try:
+        if file.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+                yield from batch.to_pylist()
+        elif file.suffix == ".arrow":
+            import datasets
+
+            yield from datasets.Dataset.from_file(str(file))
+        elif file.suffix == ".jsonl":
+            with file.open(encoding="utf-8") as handle:
+                for line in handle:
+                    if line.strip():
+                        yield json.loads(line)
+        else:
+            yield from _json_rows(json.loads(file.read_text(encoding="utf-8")), file)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid and json's JSONDecodeError are ValueErrors
+        raise DatasetUnavailable(f"{spec.name}: cannot read {str(file)!r} ({type(err).__name__}: {err}). "
+                                 f"{hint}") from err
+
+
+def _json_rows(data, file: Path) -> list[dict]:
+    """A list of rows, or a dict of id -> row (MathVista's annotation files)."""
+    if isinstance(data, list) and all(isinstance(row, dict) for row in data):
+        return data
+    if isinstance(data, dict) and data and all(isinstance(row, dict) for row in data.values()):
+        return list(data.values())
+    raise ValueError(f"{file.name} holds neither a list of rows nor a mapping of id -> row")
+
+
+# -------------------------------------------------------------------------------------------------- hub
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@contextmanager
+def _offline_if_requested():
+    """`datasets` and `huggingface_hub` read HF_HUB_OFFLINE at import; honour it if set later too."""
+    if not hub_offline():
+        yield
+        return
+    import datasets.config
+    import huggingface_hub.constants as hub_constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
+
+
+def _hub_rows(spec: DatasetSpec, split: str, hub_id: str) -> Iterator[tuple[dict, RowContext]]:
+    import datasets
+
+    hint = f"Set {spec.config_key}=/path/to/a/local/copy, or put {hub_id} in the HF cache."
+    resolver = None
+    index = 0
+    for config in spec.hub_configs:
+        try:
+            with _offline_if_requested():
+                loaded = datasets.load_dataset(hub_id, config, split=split)
+        except Exception as err:  # the hub client raises many unrelated types for "not reachable"
+            reason = f"HF_HUB_OFFLINE is set and it is not in the local cache; {err}" if hub_offline() else str(err)
+            config_text = f" config {config!r}" if config else ""
+            raise DatasetUnavailable(f"{spec.name}: cannot load {hub_id!r}{config_text} split {split!r} from the "
+                                     f"hub ({type(err).__name__}: {reason}). {hint}") from err
+        if resolver is None:
+            resolver = ImageResolver(_hub_image_folders(spec, hub_id, hint), hint)
+        for row in loaded:
+            yield row, RowContext(index, split, config, resolver)
+            index += 1
+
+
+def _hub_image_folders(spec: DatasetSpec, hub_id: str, hint: str) -> list[Path]:
+    """Rows that name images by path (ViRL39K: "images/...") need the repo's image zip, extracted once
+    into the datasets cache. A zip whose entries lack the "images/" prefix is extracted into an
+    `images` folder, so the rows' paths resolve either way (the real zip's layout is UNVERIFIED)."""
+    if not spec.hub_image_archive:
+        return []
+    import datasets.config
+    from huggingface_hub import hf_hub_download
+
+    try:
+        with _offline_if_requested():
+            archive = Path(hf_hub_download(hub_id, spec.hub_image_archive, repo_type="dataset"))
+    except Exception as err:
+        raise DatasetUnavailable(f"{spec.name}: cannot fetch {spec.hub_image_archive} from {hub_id!r} "
+                                 f"({type(err).__name__}). {hint}") from err
+    digest = hashlib.sha256(str(archive.resolve()).encode()).hexdigest()[:12]
+    target = Path(datasets.config.HF_DATASETS_CACHE) / "care_extracted" / f"{hub_id.replace('/', '--')}-{digest}"
+    if not (target / ".complete").is_file():
+        with zipfile.ZipFile(archive) as bundle:
+            prefixed = any(name.startswith("images/") for name in bundle.namelist())
+            bundle.extractall(target if prefixed else target / "images")  # zipfile drops ".." and "/" prefixes
+        (target / ".complete").write_text("ok")
+    return [target]
