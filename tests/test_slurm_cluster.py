@@ -1,0 +1,127 @@
+"""submitit against a real SLURM cluster: job arrays, results, accounting, requeue.
+
+Needs a running cluster (CI: ``bash scripts/slurm_local.sh start`` before pytest). Without one
+every test here is skipped; set CARE_SLURM_AUTOSTART=1 to let the module start the local cluster.
+
+Every wait is bounded: without slurmdbd, submitit sees all job states as UNKNOWN and a plain
+``job.result()`` on a job that died would hang forever.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import warnings
+from pathlib import Path
+
+import pytest
+import slurm_helpers
+
+submitit = pytest.importorskip("submitit")
+
+pytestmark = pytest.mark.slurm
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster() -> dict:
+    """Skips the module unless a SLURM node is up; reports whether accounting works."""
+    problem = slurm_helpers.cluster_problem()
+    if problem and os.environ.get("CARE_SLURM_AUTOSTART") == "1":
+        slurm_helpers.autostart_cluster()
+        problem = slurm_helpers.cluster_problem()
+    if problem:
+        pytest.skip(f"no SLURM cluster: {problem}")
+    return {"accounting": slurm_helpers.accounting_works()}
+
+
+@pytest.fixture
+def executor(slurm_cluster, tmp_path, monkeypatch):
+    """A Slurm executor whose jobs can import ``slurm_helpers`` (sbatch passes our environment on)."""
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
+    )
+    ex = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm")
+    # timeout well above the test's own deadlines: a timeout signal would muddle the requeue test
+    ex.update_parameters(timeout_min=10, cpus_per_task=1, slurm_array_parallelism=2, name="care-slurm-test")
+    return ex
+
+
+def wait_done(jobs, timeout_s: float) -> None:
+    """Wait (bounded) for submitit jobs to finish; fail with their logs otherwise."""
+    if not slurm_helpers.wait_until(lambda: all(job.done() for job in jobs), timeout_s, interval_s=1):
+        pending = [job for job in jobs if not job.done()]
+        logs = "\n".join(f"job {job.job_id}:\n{slurm_helpers.job_logs(job)}" for job in pending)
+        for job in pending:
+            job.cancel(check=False)
+        pytest.fail(f"{len(pending)} job(s) not done after {timeout_s} s\n{logs}")
+
+
+def test_job_array_returns_results(executor, slurm_cluster):
+    jobs = executor.map_array(slurm_helpers.square, [3, 4])
+    assert len(jobs) == 2
+    wait_done(jobs, timeout_s=60)
+
+    results = [job.result() for job in jobs]  # done: reads the result files, no waiting
+    assert [r["value"] for r in results] == [9, 16]
+    # both ran as tasks of one SLURM array
+    assert sorted(r["array_task"] for r in results) == ["0", "1"]
+    assert len({job.job_id.split("_")[0] for job in jobs}) == 1
+
+    if not slurm_cluster["accounting"]:
+        warnings.warn("SLURM accounting (sacct) not available: job states not checked", stacklevel=1)
+        return
+    # sacct may lag the end of a job by a moment
+    want = {job.job_id: "COMPLETED" for job in jobs}
+    seen: dict[str, str] = {}
+
+    def recorded() -> bool:
+        seen.update(slurm_helpers.sacct_states(jobs[0].job_id))
+        return all(seen.get(jid) == state for jid, state in want.items())
+
+    assert slurm_helpers.wait_until(recorded, timeout_s=20), f"sacct states {seen}, expected {want}"
+    # and submitit itself (which polls sacct) agrees; force a fresh poll instead of its cache
+    assert slurm_helpers.wait_until(
+        lambda: all(job.watcher.get_state(job.job_id, mode="force") == "COMPLETED" for job in jobs),
+        timeout_s=20,
+    ), f"submitit states: {[job.state for job in jobs]}"
+
+
+def test_requeued_job_resumes_from_its_progress_file(executor, slurm_cluster, tmp_path):
+    n_steps = 12
+    progress_file = tmp_path / "progress.json"
+
+    def progress() -> dict:
+        try:
+            return json.loads(progress_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {"steps": [], "runs": []}
+
+    job = executor.submit(slurm_helpers.count_steps, str(progress_file), n_steps)
+    try:
+        started = slurm_helpers.wait_until(lambda: len(progress()["steps"]) >= 3, timeout_s=45)
+        assert started, f"job {job.job_id} made no progress in 45 s\n{slurm_helpers.job_logs(job)}"
+
+        # requeue sends SIGTERM (ignored by submitit), kills after KillWait, and runs the job again
+        subprocess.run(["scontrol", "requeue", job.job_id], check=True, timeout=30, capture_output=True)
+        wait_done([job], timeout_s=90)
+    finally:
+        if not job.done():
+            job.cancel(check=False)
+
+    result = job.result()
+    final = progress()
+    assert final["steps"] == list(range(n_steps)), "every step recorded exactly once, in order"
+    assert result["steps"] == final["steps"]
+    runs = final["runs"]
+    assert len(runs) >= 2, f"the job did not restart: {runs}"
+    assert runs[0]["restart_count"] == 0
+    assert runs[-1]["restart_count"] >= 1, f"SLURM_RESTART_COUNT not set in the restarted run: {runs}"
+    assert runs[-1]["first_step"] >= 3, "the restarted run resumed from the progress file"
+    assert {r["job_id"] for r in runs} == {job.job_id}, "a requeue keeps the job id"
+    if slurm_cluster["accounting"]:
+        assert slurm_helpers.wait_until(
+            lambda: slurm_helpers.sacct_states(job.job_id).get(job.job_id) == "COMPLETED", timeout_s=20
+        ), f"sacct: {slurm_helpers.sacct_states(job.job_id)}"
