@@ -1,0 +1,261 @@
+"""The paper's tables, one function each: runs (and curves) in, a rendered `Table` out.
+
+Each reads one sweep, named in its docstring (the `sweep` field of run.json), checks
+that every cell holds the expected seeds (analysis.cells.finished_cells: a missing or
+failed run raises SeedCountError), and reports after-RL accuracy as mean ± std over seeds,
+best per column and backbone in bold, with the paper's numbers beside ours where they exist.
+`seeds` is the expected seed count or list; by default every seed the sweep used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from analysis import paper_numbers as paper
+from analysis.cells import (
+    METHOD_ORDER,
+    NO_VALUE,
+    SeedCountError,
+    Seeds,
+    Table,
+    best_style,
+    column_label,
+    finish_table,
+    finished_cells,
+    format_paper,
+    format_score,
+    order_rows,
+    require_full_grid,
+    score_columns,
+    summarize,
+    sweep_runs,
+    wide,
+)
+
+SELECTOR_ORDER = ["cosine", "nearest", "mixed", "farthest", "random"]
+ANCHOR_ORDER = ["shortest_think", "random", "longest_think", "max_logprob"]
+RGR_ORDER = ["cue", "no_cue", "random", "off"]
+
+
+def main_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:
+    """Sweep `main`: rows backbone × method, columns per-benchmark accuracy and macro.
+
+    A Base row per backbone gives the before-RL scores (mean over the runs of each seed,
+    then over seeds). Paper rows (italic) follow each method the paper reports.
+    """
+    selected = sweep_runs(runs, "main")
+    keys = ["backbone", "method"]
+    finished = finished_cells(selected, keys, "main", seeds)
+    columns = score_columns(finished)
+    stats = pd.concat([base_stats(finished, columns), summarize(finished, keys, columns, "main")])
+    stats = order_rows(stats, "method", METHOD_ORDER)
+    stats["paper"] = [paper.MAIN.get((b, m), {}).get(c.split(".", 1)[1]) for b, m, c in
+                      zip(stats["backbone"], stats["method"], stats["column"], strict=True)]
+    text, means = wide(stats, keys, columns)
+    labels = [column_label(c) for c in columns]
+    style = best_style(means, labels)
+    text, style = with_paper_rows(text, style, columns)
+    return finish_table("main", "After-RL accuracy (%), mean ± std over seeds; paper rows in italics.",
+                        text, style, stats, {"backbone": "Backbone", "method": "Method"})
+
+
+def base_stats(finished: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Before-RL scores as a 'Base' method: averaged within each seed, then mean ± std over seeds."""
+    before = {c: "before." + c.split(".", 1)[1] for c in columns}
+    present = {after: b for after, b in before.items() if b in finished}
+    per_seed = finished.groupby(["backbone", "seed"])[list(present.values())].mean().reset_index()
+    records = []
+    for backbone, group in per_seed.groupby("backbone"):
+        for after, b in present.items():
+            values = group[b].astype(float)
+            records.append({"backbone": backbone, "method": "Base", "column": after, "mean": values.mean(),
+                            "std": values.std(ddof=1) if len(values) > 1 else np.nan,
+                            "n": int(values.notna().sum())})
+    return pd.DataFrame.from_records(records, columns=["backbone", "method", "column", "mean", "std", "n"])
+
+
+def with_paper_rows(text: pd.DataFrame, style: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Insert an italic '<method> (paper)' row under each of our rows the paper reports."""
+    rows, styles = [], []
+    for i in text.index:
+        rows.append(text.loc[i])
+        styles.append(style.loc[i])
+        published = paper.MAIN.get((text.at[i, "backbone"], text.at[i, "method"]))
+        if published:
+            row = text.loc[i].copy()
+            row["method"] = f"{text.at[i, 'method']} (paper)"
+            for column in columns:
+                row[column_label(column)] = format_paper(published.get(column.split(".", 1)[1]))
+            rows.append(row)
+            styles.append(pd.Series("italic", index=style.columns).where(style.columns != "backbone", ""))
+    return pd.DataFrame(rows).reset_index(drop=True), pd.DataFrame(styles).reset_index(drop=True)
+
+
+def components_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:
+    """Sweep `components`: GRPO -> CARE w/o RGR -> CARE per backbone, Δ macro vs the row above."""
+    selected = sweep_runs(runs, "components")
+    keys = ["backbone", "method"]
+    finished = finished_cells(selected, keys, "components", seeds)
+    columns = score_columns(finished)
+    stats = order_rows(summarize(finished, keys, columns, "components"), "method", METHOD_ORDER)
+    text, means = wide(stats, keys, columns)
+    style = best_style(means, [column_label(c) for c in columns])
+    macro = means["Macro"] if "Macro" in means else pd.Series(np.nan, index=means.index)
+    published = pd.Series([paper.MAIN.get((b, m), {}).get("macro") for b, m in
+                           zip(text["backbone"], text["method"], strict=True)], index=text.index, dtype=float)
+    text["Δ macro"] = signed(macro - macro.groupby(text["backbone"]).shift())
+    text["Paper macro"] = published.map(format_paper)
+    text["Paper Δ"] = signed(published - published.groupby(text["backbone"]).shift())
+    style = style.reindex(columns=text.columns, fill_value="")
+    return finish_table("components", "Component ablation: after-RL accuracy (%), Δ macro vs the previous row.",
+                        text, style, stats, {"backbone": "Backbone", "method": "Method"})
+
+
+def signed(delta: pd.Series) -> pd.Series:
+    return delta.map(lambda d: NO_VALUE if pd.isna(d) else f"{d:+.2f}")
+
+
+def factor_table(runs: pd.DataFrame, *, name: str, sweep: str, factor: str, label: str, caption: str,
+                 seeds: Seeds = None, order: list | None = None, extra: dict[str, pd.Series] | None = None,
+                 paper_column: tuple[str, dict] | None = None, bold_extra: bool = False) -> Table:
+    """One ablation: rows backbone × levels of `factor` (a runs column), accuracy columns, then extras.
+
+    `extra` adds per-run numeric columns (indexed like `runs`) averaged over seeds like scores;
+    `paper_column` is (header, {level: value}) for the paper's published numbers.
+    """
+    selected = sweep_runs(runs, sweep)
+    for column, values in (extra or {}).items():
+        selected[column] = values.reindex(selected.index)
+    selected[label] = selected[factor] if factor in selected else None
+    keys = ["backbone", label]
+    finished = finished_cells(selected, keys, name, seeds)
+    columns = list(extra or {}) + score_columns(finished)
+    stats = summarize(finished, keys, columns, name)
+    stats = order_rows(stats, label, order) if order else stats.sort_values(["backbone", label], kind="stable")
+    text, means = wide(stats, keys, columns)
+    scored = [column_label(c) for c in columns if c.startswith("after.") or bold_extra]
+    style = best_style(means, scored)
+    if paper_column:
+        header, values = paper_column
+        text[header] = text[label].map(lambda level: format_paper(values.get(level)))
+        style[header] = ""
+    return finish_table(name, caption, text, style, stats, {"backbone": "Backbone"})
+
+
+def negatives_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:
+    """Sweep `negatives`: hard-negative selector (care.selector)."""
+    return factor_table(runs, name="negatives", sweep="negatives", factor="cfg.care.selector", label="Selector",
+                        caption=f"Negative selector: after-RL accuracy (%). {paper.SELECTOR_ORDER_NOTE}.",
+                        seeds=seeds, order=SELECTOR_ORDER, paper_column=("Paper macro", paper.SELECTOR_MACRO))
+
+
+def rgr_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:
+    """Sweep `rgr`: RGR variant (rgr.variant; 'off' when rgr.enabled is false), repair rate and accuracy.
+
+    A run's repair rate is final.json's rgr.repair_rate (a fraction), else Σ successes / Σ
+    attempts over its logged steps.
+    """
+    variant = runs.get("cfg.rgr.variant", pd.Series(None, index=runs.index)).astype(object)
+    variant = variant.where(runs["cfg.rgr.enabled"].astype(bool), "off") if "cfg.rgr.enabled" in runs else variant
+    runs = runs.assign(**{"rgr.variant": variant})
+    return factor_table(runs, name="rgr", sweep="rgr", factor="rgr.variant", label="RGR variant",
+                        caption="Reflection-guided resampling: repair success rate and after-RL accuracy (%).",
+                        seeds=seeds, order=RGR_ORDER, extra={"repair_rate": repair_rate_percent(runs, curves)},
+                        paper_column=("Paper repair rate", paper.RGR_REPAIR_RATE), bold_extra=True)
+
+
+def repair_rate_percent(runs: pd.DataFrame, curves: pd.DataFrame | None) -> pd.Series:
+    """Per-run repair success in percent: final.rgr.repair_rate, else from rgr/successes and rgr/attempts."""
+    rate = runs.get("final.rgr.repair_rate", pd.Series(np.nan, index=runs.index)).astype(float)
+    if (rate > 1).any():
+        bad = runs.loc[rate > 1, "path"].tolist()
+        raise ValueError(f"final.json rgr.repair_rate must be a fraction in [0, 1]; got more in {bad}")
+    if curves is not None and {"rgr/successes", "rgr/attempts"} <= set(curves.columns):
+        totals = curves.groupby("run_key")[["rgr/successes", "rgr/attempts"]].sum(min_count=1)
+        from_curves = runs["run_key"].map(totals["rgr/successes"] / totals["rgr/attempts"].replace(0, np.nan))
+        rate = rate.fillna(from_curves.astype(float))
+    return 100 * rate
+
+
+def k_eq_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:
+    """Sweep `k_eq`: K (care.k) × update-size equalisation (care.equalize), macro accuracy.
+
+    Every K × equalize combination seen for a backbone must have runs (a full grid).
+    """
+    selected = sweep_runs(runs, "k_eq")
+    selected["K"] = selected["cfg.care.k"].astype(int)
+    selected["equalize"] = selected["cfg.care.equalize"].map(lambda on: "on" if bool(on) else "off")
+    require_full_grid(selected, ["K", "equalize"], "k_eq")
+    keys = ["backbone", "K", "equalize"]
+    finished = finished_cells(selected, keys, "k_eq", seeds)
+    if "after.macro" not in finished:
+        raise SeedCountError("table 'k_eq': runs have no after.macro")
+    stats = summarize(finished, keys, ["after.macro"], "k_eq").sort_values(["backbone", "K"], kind="stable")
+    shown = stats.drop_duplicates(["backbone", "K"])[["backbone", "K"]].reset_index(drop=True)
+    means, cells = shown.copy(), list(shown.itertuples(index=False, name=None))
+    for level in ("on", "off"):
+        by_cell = stats[stats["equalize"] == level].set_index(["backbone", "K"])
+        if by_cell.empty:
+            continue
+        rows = [by_cell.loc[cell] for cell in cells]
+        shown[f"Equalize {level}"] = [format_score(r["mean"], r["std"], r["n"]) for r in rows]
+        means[f"Equalize {level}"] = [r["mean"] for r in rows]
+    style = best_style(means, [c for c in shown if c.startswith("Equalize")])
+    shown["K"] = shown["K"].astype(str)
+    return finish_table("k_eq", "Negatives per subgroup K × update-size equalisation: after-RL macro accuracy (%).",
+                        shown, style, stats, {"backbone": "Backbone"})
+
+
+def anchor_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:
+    """Sweep `anchor`: anchor strategy (care.anchor), accuracy and mean anchor think length.
+
+    A run's think length is the mean of care/anchor_think_len over its logged steps.
+    """
+    think = pd.Series(np.nan, index=runs.index)
+    if curves is not None and "care/anchor_think_len" in curves:
+        think = runs["run_key"].map(curves.groupby("run_key")["care/anchor_think_len"].mean()).astype(float)
+    low, high = paper.ANCHOR_THINK_SHORTER_THAN_RANDOM
+    table = factor_table(runs, name="anchor", sweep="anchor", factor="cfg.care.anchor", label="Anchor",
+                         caption="Anchor strategy: after-RL accuracy (%) and anchor think length (tokens).",
+                         seeds=seeds, order=ANCHOR_ORDER, extra={"anchor_think_len": think},
+                         paper_column=("Paper think vs random", {"shortest_think": f"-{low} to -{high}"}))
+    stats = table.stats[table.stats["column"] == "anchor_think_len"]
+    think_means = {(b, a): m for b, a, m in zip(stats["backbone"], stats["Anchor"], stats["mean"], strict=True)}
+    backbones = table.stats.drop_duplicates(["backbone", "Anchor"])["backbone"].tolist()
+    delta = [think_means.get((b, a), np.nan) - think_means.get((b, "random"), np.nan)
+             for b, a in zip(backbones, table.cells["Anchor"], strict=True)]
+    position = table.cells.columns.get_loc(column_label("anchor_think_len")) + 1
+    table.cells.insert(position, "Think vs random", [NO_VALUE if pd.isna(d) else f"{d:+.1f}" for d in delta])
+    table.style.insert(position, "Think vs random", "")
+    return table
+
+
+def neg_scale_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:
+    """Sweep `neg_scale`: negative-only advantage scale s (care.s)."""
+    runs = runs.assign(**{"s": runs.get("cfg.care.s")})
+    return factor_table(runs, name="neg_scale", sweep="neg_scale", factor="s", label="s",
+                        caption="Negative scale s: after-RL accuracy (%).", seeds=seeds)
+
+
+def token_credit_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:
+    """Sweep `token_credit`: region-weighted vs uniform token credit (care.token_credit)."""
+    return factor_table(runs, name="token_credit", sweep="token_credit", factor="cfg.care.token_credit",
+                        label="Token credit", caption="Token credit: after-RL accuracy (%).", seeds=seeds,
+                        order=["region", "uniform"])
+
+
+TableFunction = Callable[..., Table]
+# table name -> (sweep it reads, function); analysis.paper renders them in this order.
+ALL_TABLES: dict[str, tuple[str, TableFunction]] = {
+    "main": ("main", main_table),
+    "components": ("components", components_table),
+    "negatives": ("negatives", negatives_table),
+    "rgr": ("rgr", rgr_table),
+    "k_eq": ("k_eq", k_eq_table),
+    "anchor": ("anchor", anchor_table),
+    "neg_scale": ("neg_scale", neg_scale_table),
+    "token_credit": ("token_credit", token_credit_table),
+}
