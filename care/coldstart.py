@@ -1,0 +1,79 @@
+"""Cold-start SFT: teach the response format and the task's reasoning before RL.
+
+As in the paper's cold start, the policy first imitates demonstrations. A fraction of them
+are reflection traces (a wrong conclusion, the structured repair cue, the corrected answer)
+so that repairing a failed attempt is something the policy has seen when RGR asks for it.
+The result is cached under a hash of everything that shapes it; later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+from care.config import Config
+from care.data.schema import prompt_text
+from care.data.synthetic import demonstration
+from care.hashing import config_hash
+from care.models import load_backbone
+
+log = logging.getLogger(__name__)
+
+
+def cold_start_key(cfg: Config, backbone_source: str) -> str:
+    data = (cfg.data.name, cfg.data.seed, cfg.data.grid, cfg.data.cell_px)
+    return config_hash("cold_start/v1", cfg.backbone.name, backbone_source, data, cfg.cold_start, cfg.seed)
+
+
+def demonstration_rows(records, num_demos: int, reflection_fraction: float, answer_slip: float,
+                       seed: int) -> list[dict]:
+    rng = random.Random(f"care-cold-start/{seed}")
+    rows = []
+    for i in range(num_demos):
+        record = records[i % len(records)]
+        reflect = rng.random() < reflection_fraction
+        slip = not reflect and rng.random() < answer_slip
+        response = demonstration(record, rng, reflect=reflect, slip=slip)
+        rows.append({"images": record.images,
+                     "prompt": [{"role": "user", "content": prompt_text(record)}],
+                     "completion": [{"role": "assistant", "content": response}]})
+    return rows
+
+
+def run_cold_start(cfg: Config, train_records, backbone_source: str, cache_dir: Path) -> Path:
+    """A directory with the cold-started policy (weights + processor); built once per key."""
+    out_dir = cache_dir / "cold_start" / f"{cfg.backbone.name}-{cold_start_key(cfg, backbone_source)}"
+    if (out_dir / "config.json").exists():
+        log.info("cold start: reusing %s", out_dir)
+        return out_dir
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model, processor, _ = load_backbone(cfg.backbone, cache_dir, source=backbone_source)
+    rows = demonstration_rows(train_records, cfg.cold_start.num_demos, cfg.cold_start.reflection_fraction,
+                              cfg.cold_start.answer_slip, cfg.seed)
+    scratch = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".cold-start-"))
+    args = SFTConfig(
+        output_dir=str(scratch), per_device_train_batch_size=cfg.cold_start.batch_size,
+        num_train_epochs=cfg.cold_start.epochs, learning_rate=cfg.cold_start.learning_rate,
+        lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=10, save_strategy="no", report_to=[],
+        use_cpu=True, bf16=False, seed=cfg.seed, completion_only_loss=True, max_length=None,
+        dataloader_num_workers=0, disable_tqdm=True,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor)
+    trainer.train()
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent if out_dir.parent.exists() else cache_dir,
+                                    prefix=f".{out_dir.name}-"))
+    trainer.model.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(staging, out_dir)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,248 @@
+"""Typed configuration: the schema every Hydra composition is validated against.
+
+run.py registers these dataclasses with Hydra's ConfigStore, so a misspelt key fails at
+composition; `__post_init__` checks values, so `OmegaConf.to_object` fails on bad ones
+before any work starts. Nothing here imports Hydra: the core and the tests build
+`Config()` directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+DTYPES = ("float32", "bfloat16", "float16")
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
+DATASETS = ("synthetic",)
+TASKS = ("train",)
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def check_choice(key: str, value: Any, accepted: tuple) -> None:
+    if value not in accepted:
+        raise ValueError(f"{key}={value!r} is not accepted; choose one of {', '.join(map(str, accepted))}")
+
+
+def check_range(key: str, value: float, low: float | None = None, high: float | None = None,
+                low_open: bool = False) -> None:
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and value > high
+    if too_low or too_high:
+        lo = "-inf" if low is None else f"{low}"
+        hi = "inf" if high is None else f"{high}"
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{key}={value!r} is out of range; accepted: {bracket}{lo}, {hi}]")
+
+
+@dataclass
+class TinyArch:
+    """Sizes of an offline, randomly initialised backbone small enough to train on 2 CPU cores."""
+
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 256
+    vision_depth: int = 2
+    vision_hidden_size: int = 64
+    vocab_size: int = 512
+
+    def __post_init__(self) -> None:
+        for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
+                    "vision_depth", "vision_hidden_size", "vocab_size"):
+            check_range(f"backbone.tiny.{key}", getattr(self, key), 1)
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError("backbone.tiny: hidden_size must divide by num_heads and num_heads by num_kv_heads")
+
+
+@dataclass
+class BackboneConfig:
+    """A vision-language policy: a hub id or local weights, or a tiny offline build (`tiny` set)."""
+
+    name: str = "tiny_qwen2_5_vl"
+    family: str = "qwen2_5_vl"
+    hub_id: str | None = None
+    path: str | None = None  # local weights; wins over hub_id
+    dtype: str = "float32"
+    attn_implementation: str = "sdpa"
+    min_pixels: int = 84 * 84
+    max_pixels: int = 84 * 84
+    tiny: TinyArch | None = field(default_factory=TinyArch)
+
+    def __post_init__(self) -> None:
+        check_choice("backbone.family", self.family, FAMILIES)
+        check_choice("backbone.dtype", self.dtype, DTYPES)
+        check_choice("backbone.attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
+        check_range("backbone.min_pixels", self.min_pixels, 1)
+        check_range("backbone.max_pixels", self.max_pixels, self.min_pixels)
+        if self.tiny is None and not (self.hub_id or self.path):
+            raise ValueError(f"backbone {self.name!r} needs backbone.path (local weights) or backbone.hub_id")
+
+
+@dataclass
+class DataConfig:
+    """Where prompts come from. `synthetic` is generated locally and needs no download."""
+
+    name: str = "synthetic"
+    seed: int = 0
+    train_size: int = 2048
+    eval_size: int = 256
+    grid: int = 3  # cells per side of the synthetic image
+    cell_px: int = 28
+
+    def __post_init__(self) -> None:
+        check_choice("data.name", self.name, DATASETS)
+        check_range("data.train_size", self.train_size, 1)
+        check_range("data.eval_size", self.eval_size, 1)
+        check_range("data.grid", self.grid, 2, 6)
+        check_range("data.cell_px", self.cell_px, 8)
+
+
+@dataclass
+class ColdStartConfig:
+    """Supervised warm-up on demonstrations (the paper's cold start), cached by config hash."""
+
+    enabled: bool = True
+    num_demos: int = 1024
+    reflection_fraction: float = 0.15
+    answer_slip: float = 0.25  # share of demonstrations whose final answer contradicts their reasoning
+    epochs: float = 6.0
+    learning_rate: float = 3e-3
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        check_range("cold_start.num_demos", self.num_demos, 1)
+        check_range("cold_start.reflection_fraction", self.reflection_fraction, 0.0, 1.0)
+        check_range("cold_start.answer_slip", self.answer_slip, 0.0, 1.0)
+        check_range("cold_start.epochs", self.epochs, 0.0, low_open=True)
+        check_range("cold_start.learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_range("cold_start.batch_size", self.batch_size, 1)
+
+
+@dataclass
+class RLConfig:
+    """Group-relative RL settings shared by every algorithm (TRL GRPOConfig underneath)."""
+
+    steps: int = 60
+    num_generations: int = 8  # G: rollouts per prompt
+    prompts_per_step: int = 8
+    learning_rate: float = 3e-4
+    temperature: float = 1.0
+    max_completion_length: int = 64
+    format_weight: float = 0.0
+    logging_steps: int = 1
+
+    def __post_init__(self) -> None:
+        check_range("rl.steps", self.steps, 1)
+        check_range("rl.num_generations", self.num_generations, 2)
+        check_range("rl.prompts_per_step", self.prompts_per_step, 1)
+        check_range("rl.learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_range("rl.temperature", self.temperature, 0.0, low_open=True)
+        check_range("rl.max_completion_length", self.max_completion_length, 1)
+        check_range("rl.format_weight", self.format_weight, 0.0)
+
+
+ALGORITHMS = ("grpo", "dapo", "gspo", "care")
+TOKEN_LEVEL_LOSSES = ("dapo", "bnpo")
+
+
+@dataclass
+class AlgorithmConfig:
+    """What turns rewards into a loss. Presets live in conf/algorithm/<name>.yaml."""
+
+    name: str = "care"
+    loss_type: str = "dapo"  # token-level mean: masked rollouts leave the normaliser
+    epsilon: float = 0.2
+    epsilon_high: float = 0.3
+    beta: float = 0.01  # k3 KL coefficient to the reference policy
+    importance_sampling_level: str = "token"  # "sequence" is GSPO
+    mask_truncated_completions: bool = False  # DAPO's overlong masking
+    scale_rewards: str = "group"
+
+    def __post_init__(self) -> None:
+        check_choice("algorithm.name", self.name, ALGORITHMS)
+        check_choice("algorithm.loss_type", self.loss_type, ("grpo", "bnpo", "dr_grpo", "dapo"))
+        check_range("algorithm.epsilon", self.epsilon, 0.0, 1.0, low_open=True)
+        check_range("algorithm.epsilon_high", self.epsilon_high, 0.0, 1.0, low_open=True)
+        check_range("algorithm.beta", self.beta, 0.0)
+        check_choice("algorithm.importance_sampling_level", self.importance_sampling_level, ("token", "sequence"))
+        check_choice("algorithm.scale_rewards", self.scale_rewards, ("group", "batch", "none"))
+        if self.name == "care" and self.loss_type not in TOKEN_LEVEL_LOSSES:
+            raise ValueError(f"algorithm.loss_type={self.loss_type!r} with algorithm.name='care': a per-sequence mean "
+                             f"would count rollouts outside the subgroup; choose one of {', '.join(TOKEN_LEVEL_LOSSES)}")
+
+
+def _care_options():
+    """A mutable mirror of care.objective.CareConfig (frozen), so Hydra can override its keys."""
+    from dataclasses import fields, make_dataclass
+    from typing import get_type_hints
+
+    from care.objective import CareConfig
+
+    def validate(self) -> None:  # CareConfig checks every value; the message gets the user's key path
+        try:
+            CareConfig(**{f.name: getattr(self, f.name) for f in fields(CareConfig)})
+        except ValueError as err:
+            raise ValueError(f"care.{err}") from None
+
+    hints = get_type_hints(CareConfig)
+    cls = make_dataclass("CareOptions", [(f.name, hints[f.name], field(default=f.default)) for f in fields(CareConfig)],
+                         namespace={"__post_init__": validate})
+    cls.__doc__ = "Every CARE objective option (care.objective.CareConfig), overridable as care.<key>."
+    cls.__module__ = __name__
+    return cls
+
+
+CareOptions = _care_options()
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation protocol, used before and after RL alike."""
+
+    enabled: bool = True
+    max_new_tokens: int = 64
+    batch_size: int = 32
+    do_sample: bool = False
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_range("eval.max_new_tokens", self.max_new_tokens, 1)
+        check_range("eval.batch_size", self.batch_size, 1)
+
+
+@dataclass
+class WandbConfig:
+    """W&B mirror of the local record. `auto`: online with credentials, else offline."""
+
+    mode: str = "auto"
+    project: str = "care"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_choice("wandb.mode", self.mode, WANDB_MODES)
+
+
+@dataclass
+class Config:
+    task: str = "train"
+    seed: int = 0
+    sweep: str | None = None  # the sweep (paper table) this run belongs to; W&B group
+    label: str | None = None  # set to rerun a configuration deliberately under a new run_key
+    threads: int = 2  # torch intra-op threads; 2 fits this project's CPU machines
+    cache_dir: str = ".cache/care"  # tiny backbones and cold-start checkpoints, reused across runs
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    care: CareOptions = field(default_factory=CareOptions)  # type: ignore[valid-type]
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def __post_init__(self) -> None:
+        check_choice("task", self.task, TASKS)
+        check_range("threads", self.threads, 1)

@@ -1,0 +1,126 @@
+"""A verifiable visual reasoning task generated locally with PIL.
+
+Each image is a `grid x grid` board of coloured cells (one cell per merged vision token
+at the default 28 px), numbered row by row; one cell carries a white mark. A question asks
+for the marked cell's colour, or for how many cells share it. The question text is fixed,
+so it cannot be answered without the image. Demonstrations read the board cell by cell
+inside <think> ("1 red 2 blue ..."), locate the mark, then conclude. A tiny model learns
+this on CPU in a short cold start; the cold-start teacher is imperfect (see
+`demonstration`), which leaves verified-reward RL something real to fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+from PIL import Image
+
+from care.data.schema import Record
+
+COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
+COLOR_NAMES = tuple(COLORS)
+JITTER = 24  # per-channel noise so perception is not a fixed lookup
+SOURCE = "synthetic"
+REPAIR_CUE = "<repair> Mistake: Fix: Corrected final answer:"
+MARKED_COLOR = "What color is the marked cell?"
+MARKED_COUNT = "How many cells have the marked cell's color?"
+
+
+def _board(rng: random.Random, grid: int) -> list[list[str]]:
+    return [[rng.choice(COLOR_NAMES) for _ in range(grid)] for _ in range(grid)]
+
+
+def _render(board: list[list[str]], mark: int, cell_px: int, rng: random.Random) -> Image.Image:
+    grid = len(board)
+    image = Image.new("RGB", (grid * cell_px, grid * cell_px))
+    for r, row in enumerate(board):
+        for c, name in enumerate(row):
+            rgb = tuple(max(0, min(255, v + rng.randint(-JITTER, JITTER))) for v in COLORS[name])
+            image.paste(rgb, (c * cell_px, r * cell_px, (c + 1) * cell_px, (r + 1) * cell_px))
+    r, c = divmod(mark, grid)
+    inset = cell_px // 3
+    image.paste((255, 255, 255), (c * cell_px + inset, r * cell_px + inset,
+                                  (c + 1) * cell_px - inset, (r + 1) * cell_px - inset))
+    return image
+
+
+def _question(rng: random.Random, board: list[list[str]], mark: int) -> tuple[str, str, str, str]:
+    """(question, answer, answer_type, kind)."""
+    cells = [c for row in board for c in row]
+    if rng.random() < 0.5:
+        return MARKED_COLOR, cells[mark], "text", "color"
+    return MARKED_COUNT, str(cells.count(cells[mark])), "math", "count"
+
+
+def reasoning(board: list[list[str]], question: str, mark: int) -> str:
+    """The demonstration's <think> body: read every cell in order, find the mark, conclude."""
+    cells = [c for row in board for c in row]
+    read = " ".join(f"{i + 1} {c}" for i, c in enumerate(cells)) + "."
+    found = f"marked: {mark + 1} {cells[mark]}."
+    if question == MARKED_COUNT:
+        return f"{read} {found} {cells[mark]}: {cells.count(cells[mark])}"
+    return f"{read} {found} color: {cells[mark]}"
+
+
+def demonstration(record: Record, rng: random.Random, reflect: bool, slip: bool = False) -> str:
+    """A target response.
+
+    `reflect`: a wrong conclusion, the repair cue, the corrected answer (learnable repair).
+    `slip`: sound reasoning but a different final answer, the imperfect-teacher noise that
+    a cold start inherits and that verified-reward RL can remove.
+    """
+    think = reasoning(record.meta["board"], record.question, record.meta["mark"])
+    if reflect:
+        wrong = _wrong_answer(record, rng)
+        think = think.rsplit(" ", 1)[0] + f" {wrong} {REPAIR_CUE} {record.answer} </repair>"
+    answer = _wrong_answer(record, rng) if slip else record.answer
+    return f"<think>{think}</think><answer>{answer}</answer>"
+
+
+def _wrong_answer(record: Record, rng: random.Random) -> str:
+    if record.answer_type == "math":
+        n = int(record.answer)
+        return str(n + 1 if n == 1 else n + rng.choice([-1, 1]))
+    return rng.choice([c for c in COLOR_NAMES if c != record.answer])
+
+
+def _make(split: str, seed: int, size: int, grid: int, cell_px: int, exclude: set[str]) -> list[Record]:
+    rng = random.Random(f"care-synthetic/{seed}/{split}")
+    records: list[Record] = []
+    seen = set(exclude)
+    while len(records) < size:
+        board = _board(rng, grid)
+        mark = rng.randrange(grid * grid)
+        question, answer, answer_type, kind = _question(rng, board, mark)
+        key = hashlib.sha1(repr((board, mark, question)).encode()).hexdigest()[:16]
+        if key in seen:
+            continue
+        seen.add(key)
+        image = _render(board, mark, cell_px, rng)
+        records.append(Record(id=f"{SOURCE}-{split}-{key}", images=[image], question=question, answer=answer,
+                              answer_type=answer_type, source=SOURCE,
+                              meta={"board": board, "mark": mark, "kind": kind}))
+    return records
+
+
+def make_splits(seed: int, train_size: int, eval_size: int, grid: int = 3, cell_px: int = 28
+                ) -> tuple[list[Record], list[Record]]:
+    """Deterministic train and held-out splits; no (board, mark, question) is in both."""
+    train = _make("train", seed, train_size, grid, cell_px, exclude=set())
+    held_out = _make("heldout", seed, eval_size, grid, cell_px, exclude={r.id.rsplit("-", 1)[1] for r in train})
+    return train, held_out
+
+
+def tokenizer_corpus(grid: int = 6) -> list[str]:
+    """Text the tiny tokenizer is trained on: every phrase the task and its responses use."""
+    rng = random.Random("care-synthetic/tokenizer")
+    corpus = []
+    for _ in range(400):
+        board = _board(rng, rng.randint(2, grid))
+        mark = rng.randrange(len(board) ** 2)
+        question, answer, answer_type, _ = _question(rng, board, mark)
+        record = Record(id="t", images=[], question=question, answer=answer, answer_type=answer_type,
+                        source=SOURCE, meta={"board": board, "mark": mark})
+        corpus += [question, demonstration(record, rng, reflect=rng.random() < 0.3)]
+    return corpus

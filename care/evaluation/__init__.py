@@ -1,0 +1,5 @@
+"""One evaluation protocol for every benchmark and for the before/after check of a training run."""
+
+from care.evaluation.protocol import evaluate, summarize
+
+__all__ = ["evaluate", "summarize"]

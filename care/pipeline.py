@@ -1,0 +1,107 @@
+"""The Hydra-free training entry: config + run directory in, run files out.
+
+data -> backbone -> cold start (cached) -> eval before -> RL -> eval after -> final.json.
+Tests call `train` directly; run.py only composes and validates the config first.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from care.config import Config
+from care.tracking import RunFiles, WandbMirror
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+
+
+def load_data(cfg: Config):
+    from care.data.synthetic import make_splits
+    return make_splits(cfg.data.seed, cfg.data.train_size, cfg.data.eval_size, cfg.data.grid, cfg.data.cell_px)
+
+
+def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = None) -> dict:
+    """Run one training job end to end; returns what final.json holds.
+
+    `choices` are the config-group selections (Hydra's runtime choices), kept for analysis.
+    """
+    from care.identity import run_key
+
+    key = run_key(cfg)
+    files = RunFiles(run_dir)
+    files.write_run_json(cfg, run_key=key, sweep=cfg.sweep, label=cfg.label, choices=choices or {})
+    mirror = WandbMirror(cfg, files.dir, run_id=key, choices=choices or {})
+    try:
+        final = _train(cfg, files, mirror)
+    except BaseException as err:
+        files.mark_failed(err)
+        mirror.finish(exit_code=1)
+        raise
+    mirror.summary({f"final/{k}": v for k, v in final["after"].items() if isinstance(v, float)})
+    mirror.finish()
+    return final
+
+
+def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
+    from datasets import Dataset
+
+    from care.coldstart import run_cold_start
+    from care.data.schema import to_prompt_row
+    from care.evaluation import evaluate
+    from care.models import load_backbone, resolve_backbone
+    from care.trainer import MetricsCallback, build_trainer
+
+    started = time.time()
+    seed_everything(cfg.seed, cfg.threads)
+    cache_dir = Path(cfg.cache_dir).expanduser().resolve()
+    train_records, held_out = load_data(cfg)
+    policy_dir = resolve_backbone(cfg.backbone, cache_dir)
+    if cfg.cold_start.enabled:
+        policy_dir = str(run_cold_start(cfg, train_records, policy_dir, cache_dir))
+    timings = {"cold_start_s": time.time() - started}
+
+    model, processor, _ = load_backbone(cfg.backbone, cache_dir, source=policy_dir)
+    before = evaluate(model, processor, held_out, cfg.eval, files.dir / "eval" / "before.jsonl", seed=cfg.seed)
+    log.info("before RL: macro %.1f", before["macro"])
+    del model
+
+    seed_everything(cfg.seed, cfg.threads)
+    dataset = Dataset.from_list([to_prompt_row(r) for r in train_records])
+    scratch = files.dir / "trainer"
+    trainer = build_trainer(cfg, policy_dir, processor, dataset, scratch, callbacks=[MetricsCallback(files, mirror)])
+    rl_started = time.time()
+    trainer.train()
+    timings["rl_s"] = time.time() - rl_started
+    trainer.save_model(str(files.dir / "policy"))
+    processor.save_pretrained(files.dir / "policy")
+    shutil.rmtree(scratch, ignore_errors=True)
+
+    after = evaluate(trainer.model, processor, held_out, cfg.eval, files.dir / "eval" / "after.jsonl", seed=cfg.seed)
+    log.info("after RL: macro %.1f", after["macro"])
+    timings["total_s"] = time.time() - started
+    final = {"before": _flat(before), "after": _flat(after), "global_step": trainer.state.global_step,
+             "timings": timings, "policy_source": policy_dir}
+    files.write_final(final)
+    return final
+
+
+def _flat(summary: dict) -> dict:
+    return {**summary["accuracy"], "macro": summary["macro"], "n": summary["n"]}
+
+
+def preflight(cfg: Config) -> None:
+    """Cheap checks that must fail before any work is queued (e.g. unreachable weights)."""
+    if cfg.backbone.tiny is None:
+        from care.models import resolve_backbone
+        resolve_backbone(cfg.backbone, cfg.cache_dir)

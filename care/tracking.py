@@ -1,0 +1,102 @@
+"""The run directory is the record; W&B is a mirror of it.
+
+`run.json` (resolved config), append-only `metrics.jsonl` (one object per logged step,
+with `global_step`), `final.json` written atomically at the end, and a `FAILED` marker
+holding the traceback when a run dies. W&B is offline unless credentials exist and is
+always finished.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from care.config import Config
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write via a temp file and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class RunFiles:
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.dir / "metrics.jsonl"
+        self.final_path = self.dir / "final.json"
+
+    def write_run_json(self, cfg: Config, **extra: Any) -> None:
+        write_json_atomic(self.dir / "run.json", {"config": asdict(cfg), **extra})
+
+    def append_metrics(self, global_step: int, metrics: dict[str, Any]) -> None:
+        row = {"global_step": int(global_step), **{k: _finite(v) for k, v in metrics.items()}}
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+
+    def write_final(self, final: dict[str, Any]) -> None:
+        write_json_atomic(self.final_path, final)
+
+    def mark_failed(self, err: BaseException) -> None:
+        text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        (self.dir / "FAILED").write_text(text)
+
+
+def wandb_mode(requested: str) -> str:
+    """WANDB_MODE from the environment wins; `auto` is online only with credentials."""
+    env = os.environ.get("WANDB_MODE")
+    if env:
+        return env
+    if requested != "auto":
+        return requested
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").is_file() and \
+        "api.wandb.ai" in (Path.home() / ".netrc").read_text()
+    return "online" if has_key else "offline"
+
+
+class WandbMirror:
+    """A W&B run mirroring metrics.jsonl; a no-op when disabled."""
+
+    def __init__(self, cfg: Config, run_dir: Path, run_id: str | None = None, choices: dict | None = None):
+        self.run = None
+        mode = wandb_mode(cfg.wandb.mode)
+        if mode == "disabled":
+            return
+        import wandb
+        tags = list(cfg.wandb.tags) + [f"{group}={choice}" for group, choice in sorted((choices or {}).items())]
+        self.run = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity,
+                              group=cfg.wandb.group or cfg.sweep, job_type=cfg.task, tags=tags,
+                              config={**asdict(cfg), "choices": choices or {}, "run_key": run_id},
+                              dir=str(run_dir), mode=mode, id=run_id, resume="allow" if run_id else None,
+                              reinit="finish_previous")
+
+    def log(self, global_step: int, metrics: dict[str, Any]) -> None:
+        if self.run is not None:
+            self.run.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=int(global_step))
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self.run is not None:
+            self.run.summary.update(values)
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is not None:
+            self.run.finish(exit_code=exit_code)
+            self.run = None

@@ -1,0 +1,92 @@
+"""Build the shared trainer from the typed config, logging every step to the run files.
+
+TRL's own reporting is off (`report_to=[]`): our callback writes `metrics.jsonl` and the
+W&B mirror with one naming scheme, whatever the algorithm. Accuracy and format are
+separate reward functions so the objective can tell "correct" from "well formatted".
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from care.config import Config
+from care.tracking import RunFiles, WandbMirror
+
+
+class MetricsCallback(TrainerCallback):
+    """Append each TRL log (one per logging step) to metrics.jsonl and W&B."""
+
+    def __init__(self, files: RunFiles, mirror: WandbMirror, prefix: str = "train/"):
+        self.files, self.mirror, self.prefix = files, mirror, prefix
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "train_runtime" in logs:  # the end-of-training summary is not a step
+            return
+        metrics = {(k if "/" in k else self.prefix + k): v for k, v in logs.items()}
+        self.files.append_metrics(state.global_step, metrics)
+        self.mirror.log(state.global_step, metrics)
+
+
+def rollouts_per_process(cfg: Config, num_processes: int) -> int:
+    """`rl.prompts_per_step` counts prompts across all processes; groups may span ranks."""
+    total = cfg.rl.prompts_per_step * cfg.rl.num_generations
+    if total % num_processes:
+        raise ValueError(f"rl.prompts_per_step={cfg.rl.prompts_per_step} x rl.num_generations={cfg.rl.num_generations}"
+                         f" = {total} rollouts do not split evenly over {num_processes} processes")
+    return total // num_processes
+
+
+def grpo_args(cfg: Config, output_dir: Path):
+    from accelerate import PartialState
+    from trl import GRPOConfig
+
+    rl, algo = cfg.rl, cfg.algorithm
+    return GRPOConfig(
+        output_dir=str(output_dir), max_steps=rl.steps, learning_rate=rl.learning_rate, lr_scheduler_type="constant",
+        per_device_train_batch_size=rollouts_per_process(cfg, PartialState().num_processes),
+        gradient_accumulation_steps=1, num_generations=rl.num_generations, temperature=rl.temperature,
+        max_completion_length=rl.max_completion_length, beta=algo.beta, epsilon=algo.epsilon,
+        epsilon_high=algo.epsilon_high, loss_type=algo.loss_type, scale_rewards=algo.scale_rewards,
+        importance_sampling_level=algo.importance_sampling_level,
+        mask_truncated_completions=algo.mask_truncated_completions,
+        reward_weights=[1.0, rl.format_weight] if rl.format_weight > 0 else [1.0],
+        logging_steps=rl.logging_steps, save_strategy="no", report_to=[], use_cpu=True, bf16=False,
+        use_vllm=False, seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0, disable_tqdm=True,
+        remove_unused_columns=False, log_completions=False,
+    )
+
+
+def reward_functions(cfg: Config) -> list:
+    from care.verifiers.reward import VerifierReward
+
+    funcs = [VerifierReward(name="accuracy")]
+    if cfg.rl.format_weight > 0:
+        funcs.append(FormatReward())
+    return funcs
+
+
+class FormatReward:
+    """1.0 for a well-formed <think>...</think><answer>...</answer> response."""
+
+    __name__ = "format"
+
+    def __call__(self, prompts=None, completions=None, completion_ids=None, **columns) -> list[float]:
+        from care.verifiers import is_well_formed
+        from care.verifiers.reward import completion_text
+
+        return [float(is_well_formed(completion_text(c))) for c in completions]
+
+
+def build_trainer(cfg: Config, policy_dir: str, processor, train_dataset, output_dir: Path, callbacks=(),
+                  reward_funcs: list | None = None):
+    """`reward_funcs` replaces the verifier rewards (first = correctness) — for tests and custom tasks."""
+    from care.objective import CareConfig
+    from care.trainer.care_trainer import CareGRPOTrainer
+
+    reward_funcs = reward_funcs or reward_functions(cfg)
+    return CareGRPOTrainer(model=policy_dir, reward_funcs=reward_funcs, args=grpo_args(cfg, output_dir),
+                           train_dataset=train_dataset, processing_class=processor, callbacks=list(callbacks),
+                           algorithm=cfg.algorithm.name, care_config=CareConfig(**asdict(cfg.care)), seed=cfg.seed)

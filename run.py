@@ -1,0 +1,53 @@
+"""Command-line entry: compose conf/, validate it, hand a typed Config to the core.
+
+This is the only module that imports Hydra. `python run.py` trains the default job;
+`python run.py -m ...` runs sweeps. Bad keys or values fail here, before any work starts.
+The last line printed is `run_dir: <path>`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig, OmegaConf
+
+from care.config import Config
+
+ConfigStore.instance().store(name="care_schema", node=Config)
+
+
+def to_config(dcfg: DictConfig) -> Config:
+    """Typed, value-checked config (dataclass __post_init__ runs here)."""
+    cfg: Config = OmegaConf.to_object(dcfg)
+    cfg.cache_dir = to_absolute_path(cfg.cache_dir)
+    if cfg.backbone.path:
+        cfg.backbone.path = to_absolute_path(cfg.backbone.path)
+    return cfg
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(dcfg: DictConfig) -> None:
+    from care.models import BackboneUnavailable
+    from care.pipeline import preflight, train
+
+    try:
+        cfg = to_config(dcfg)
+        preflight(cfg)
+    except (ValueError, BackboneUnavailable) as err:
+        print(f"config error: {err}", file=sys.stderr)
+        sys.exit(2)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    choices = {group: choice for group, choice in hydra_cfg.runtime.choices.items()
+               if choice is not None and not group.startswith("hydra")}
+    train(cfg, run_dir, choices=choices)
+    print(f"run_dir: {run_dir}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""One tiny default-shaped run through run.py: every run file is written and RL moves the policy."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, cache_dir):
+    run_dir = tmp_path_factory.mktemp("run") / "job"
+    overrides = [
+        f"hydra.run.dir={run_dir}", f"cache_dir={cache_dir}", "data.train_size=48", "data.eval_size=8",
+        "cold_start.num_demos=96", "cold_start.epochs=1", "rl.steps=3", "rl.prompts_per_step=2",
+        "rl.num_generations=4", "rl.format_weight=1.0", "eval.batch_size=8",
+    ]
+    result = subprocess.run([sys.executable, "run.py", *overrides], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return run_dir, result
+
+
+def test_last_line_names_the_run_dir(tiny_run):
+    run_dir, result = tiny_run
+    assert result.stdout.strip().splitlines()[-1] == f"run_dir: {run_dir}"
+
+
+def test_run_files(tiny_run):
+    run_dir, _ = tiny_run
+    config = json.loads((run_dir / "run.json").read_text())["config"]
+    assert config["rl"]["steps"] == 3 and config["backbone"]["name"] == "tiny_qwen2_5_vl"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["global_step"] for r in rows] == [1, 2, 3]
+    assert all("train/reward" in r for r in rows)
+    final = json.loads((run_dir / "final.json").read_text())
+    for phase in ("before", "after"):
+        assert set(final[phase]) >= {"synthetic", "macro", "n"} and final[phase]["n"] == 8
+        assert 0.0 <= final[phase]["macro"] <= 100.0
+    assert final["global_step"] == 3
+    samples = [json.loads(line) for line in (run_dir / "eval" / "after.jsonl").read_text().splitlines()]
+    assert len(samples) == 8 and {"id", "benchmark", "response", "parsed", "gold", "correct"} <= set(samples[0])
+    assert final["after"]["macro"] == pytest.approx(100.0 * sum(s["correct"] for s in samples) / 8)
+    assert not (run_dir / "FAILED").exists()
+
+
+def test_rl_changed_the_policy(tiny_run):
+    run_dir, _ = tiny_run
+    final = json.loads((run_dir / "final.json").read_text())
+    before = load_file(Path(final["policy_source"]) / "model.safetensors")
+    after = load_file(run_dir / "policy" / "model.safetensors")
+    assert before.keys() == after.keys()
+    changed = [k for k in before if not (before[k] == after[k]).all()]
+    assert changed, "RL left every parameter untouched"

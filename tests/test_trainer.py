@@ -1,0 +1,104 @@
+"""The shared trainer: every algorithm trains, CARE's decisions are the objective's, masks are exact."""
+
+import pytest
+import torch
+
+from care.objective import care_advantages
+from tests.trainer_helpers import build_tiny_trainer, tiny_config
+
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "dapo", "gspo", "care"])
+def test_each_algorithm_trains_and_changes_parameters(algorithm, cache_dir, tmp_path):
+    trainer = build_tiny_trainer(tiny_config(cache_dir, algorithm), tmp_path)
+    before = _params(trainer.model)
+    trainer.train()
+    after = _params(trainer.model)
+    assert any(not torch.equal(before[k], after[k]) for k in before), f"{algorithm} left the policy unchanged"
+    logged = trainer.state.log_history[0]
+    for key in ("signal/fss_neg", "signal/zero_signal_groups", "signal/nonzero_grad_prompts", "accuracy",
+                "groups_all_fail", "groups_all_correct"):
+        assert key in logged, key
+    assert trainer.algorithm == algorithm
+
+
+class _Capture:
+    def __init__(self, trainer):
+        self.trainer, self.outputs = trainer, []
+        original = trainer._generate_and_score_completions
+
+        def wrapped(inputs):
+            output = original(inputs)
+            self.outputs.append((output, trainer.last_objective))
+            return output
+        trainer._generate_and_score_completions = wrapped
+
+
+def test_logged_k_prime_matches_the_objective_for_that_batch(cache_dir, tmp_path):
+    trainer = build_tiny_trainer(tiny_config(cache_dir, "care", steps=1), tmp_path)
+    capture = _Capture(trainer)
+    trainer.train()
+    output, result = capture.outputs[-1]
+    logged = trainer.state.log_history[0]
+    with_subgroup = result.k_prime > 0
+    assert logged["care/k_prime_mean"] == pytest.approx(result.k_prime[with_subgroup].float().mean().item())
+    # the loss mask keeps exactly the subgroup: anchor + K' negatives per group
+    kept_rows = output["tool_mask"].amax(dim=1).bool()
+    assert torch.equal(kept_rows, result.in_subgroup.reshape(-1))
+    sizes = result.in_subgroup.sum(dim=1)
+    assert torch.equal(sizes[with_subgroup], result.k_prime[with_subgroup] + 1)
+    expected_items = (output["completion_mask"] * output["tool_mask"]).sum()
+    assert output["num_items_in_batch"] == expected_items
+
+
+def test_objective_inputs_reproduce_the_handed_back_advantages(cache_dir, tmp_path):
+    """Re-running care_advantages on the trainer's inputs gives the advantages it trained on."""
+    trainer = build_tiny_trainer(tiny_config(cache_dir, "care", steps=1), tmp_path)
+    seen = {}
+    import care.trainer.care_trainer as module
+
+    def recording(*args, **kwargs):
+        result = care_advantages(*args, **kwargs)
+        seen["args"], seen["kwargs"], seen["result"] = args, kwargs, result
+        return result
+    original = module.care_advantages
+    module.care_advantages = recording
+    try:
+        trainer.train()
+    finally:
+        module.care_advantages = original
+    kwargs = dict(seen["kwargs"])
+    kwargs["generator"] = torch.Generator().manual_seed(trainer.care_seed * 1_000_003 + 0)
+    again = care_advantages(*seen["args"], **kwargs)
+    assert torch.equal(again.advantages, seen["result"].advantages)
+
+
+def test_rollouts_outside_the_subgroup_contribute_zero_gradient(cache_dir, tmp_path):
+    trainer = build_tiny_trainer(tiny_config(cache_dir, "care", steps=1), tmp_path)
+    capture = _Capture(trainer)
+    trainer.train()
+    output, result = capture.outputs[-1]
+    outside = ~result.in_subgroup.reshape(-1)
+    if not outside.any():
+        pytest.skip("every rollout was in a subgroup this batch")
+    model = trainer.model
+
+    def grads(batch):
+        model.zero_grad()
+        trainer._compute_loss(model, batch).backward()
+        return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+
+    batch = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in output.items()}
+    reference = grads(batch)
+    # scramble what the masked rollouts said and how they were credited: nothing may change
+    scrambled = dict(batch)
+    scrambled["advantages"] = batch["advantages"].clone()
+    scrambled["advantages"][outside] = 123.0
+    ids = batch["completion_ids"].clone()
+    ids[outside] = (ids[outside] + 7) % len(trainer.processing_class.tokenizer)
+    scrambled["completion_ids"] = ids
+    for a, b in zip(reference, grads(scrambled), strict=True):
+        assert torch.equal(a, b)

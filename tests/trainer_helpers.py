@@ -1,0 +1,47 @@
+"""Build a real CareGRPOTrainer on a tiny backbone for tests (shared by the trainer tests)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from care.config import AlgorithmConfig, Config, DataConfig, RLConfig
+
+
+def tiny_config(cache_dir: Path, algorithm: str = "care", **rl) -> Config:
+    presets = {
+        "grpo": AlgorithmConfig(name="grpo", epsilon_high=0.2, beta=0.0),
+        "dapo": AlgorithmConfig(name="dapo", epsilon_high=0.28, beta=0.0, mask_truncated_completions=True),
+        "gspo": AlgorithmConfig(name="gspo", loss_type="grpo", epsilon=3e-4, epsilon_high=4e-4, beta=0.0,
+                                importance_sampling_level="sequence"),
+        "care": AlgorithmConfig(name="care", beta=0.01),
+    }
+    cfg = Config(cache_dir=str(cache_dir), data=DataConfig(train_size=32, eval_size=4),
+                 rl=RLConfig(steps=2, prompts_per_step=2, num_generations=4, max_completion_length=24,
+                             learning_rate=1e-3), algorithm=presets[algorithm])
+    cfg.rl = replace(cfg.rl, **rl)
+    cfg.wandb.mode = "disabled"
+    return cfg
+
+
+def parity_reward(completions, **kwargs) -> list[float]:
+    """Varies on any text, so a random tiny policy still gets a learning signal (as in TRL's trainer tests)."""
+    return [float(len(c if isinstance(c, str) else c[0]["content"]) % 2) for c in completions]
+
+
+def build_tiny_trainer(cfg: Config, out_dir: Path, reward_funcs=(parity_reward,)):
+    from datasets import Dataset
+
+    from care.data.schema import to_prompt_row
+    from care.models import load_processor, resolve_backbone
+    from care.pipeline import load_data, seed_everything
+    from care.trainer import build_trainer
+
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    seed_everything(cfg.seed, cfg.threads)
+    train_records, _ = load_data(cfg)
+    source = resolve_backbone(cfg.backbone, cfg.cache_dir)
+    processor = load_processor(source, cfg.backbone.family)
+    dataset = Dataset.from_list([to_prompt_row(r) for r in train_records])
+    return build_trainer(cfg, source, processor, dataset, out_dir, reward_funcs=list(reward_funcs) or None)
