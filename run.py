@@ -27,18 +27,22 @@ def to_config(dcfg: DictConfig) -> Config:
     cfg.cache_dir = to_absolute_path(cfg.cache_dir)
     if cfg.backbone.path:
         cfg.backbone.path = to_absolute_path(cfg.backbone.path)
+    if cfg.checkpoint:
+        cfg.checkpoint = to_absolute_path(cfg.checkpoint)
+    for name, path in vars(cfg.eval.paths).items():
+        if path:
+            setattr(cfg.eval.paths, name, to_absolute_path(path))
     return cfg
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
-    from care.models import BackboneUnavailable
     from care.pipeline import preflight, train
 
     try:
         cfg = to_config(dcfg)
         preflight(cfg)
-    except (ValueError, BackboneUnavailable) as err:
+    except (ValueError, FileNotFoundError) as err:  # bad values, unreachable weights or datasets
         print(f"config error: {err}", file=sys.stderr)
         sys.exit(2)
     hydra_cfg = HydraConfig.get()

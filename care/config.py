@@ -15,7 +15,8 @@ FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 DTYPES = ("float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 DATASETS = ("synthetic",)
-TASKS = ("train",)
+TASKS = ("train", "eval")
+BENCHMARKS = ("synthetic", "mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
@@ -143,6 +144,28 @@ class RLConfig:
         check_range("rl.format_weight", self.format_weight, 0.0)
 
 
+ROLLOUT_ENGINES = ("hf", "vllm")
+VLLM_MODES = ("colocate", "server")
+
+
+@dataclass
+class RolloutConfig:
+    """How rollouts are generated: HF generate (CPU and GPU) or vLLM (GPU machines, `vllm` extra)."""
+
+    engine: str = "hf"
+    vllm_mode: str = "colocate"  # colocate: vLLM shares the training GPUs; server: `trl vllm-serve` elsewhere
+    vllm_gpu_memory_utilization: float = 0.3
+    vllm_tensor_parallel_size: int = 1
+    vllm_server_base_url: str | None = None  # server mode, e.g. http://127.0.0.1:8000
+    vllm_importance_sampling_correction: bool = True
+
+    def __post_init__(self) -> None:
+        check_choice("rollout.engine", self.engine, ROLLOUT_ENGINES)
+        check_choice("rollout.vllm_mode", self.vllm_mode, VLLM_MODES)
+        check_range("rollout.vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization, 0.0, 1.0, low_open=True)
+        check_range("rollout.vllm_tensor_parallel_size", self.vllm_tensor_parallel_size, 1)
+
+
 ALGORITHMS = ("grpo", "dapo", "gspo", "care")
 TOKEN_LEVEL_LOSSES = ("dapo", "bnpo")
 
@@ -198,10 +221,34 @@ CareOptions = _care_options()
 
 
 @dataclass
+class EvalPaths:
+    """Local copies of the benchmarks (`eval.paths.<name>=/dir`); None loads from the hub id."""
+
+    mathvista: str | None = None
+    mathverse: str | None = None
+    mathvision: str | None = None
+    mmmu: str | None = None
+    mmmu_pro_standard: str | None = None
+    mmmu_pro_vision: str | None = None
+
+    def get(self, name: str) -> str | None:
+        return getattr(self, name, None)
+
+
+@dataclass
 class EvalConfig:
-    """Held-out evaluation protocol, used before and after RL alike."""
+    """One evaluation protocol: used before and after RL, and by `task=eval` on the benchmarks.
+
+    Single pass per seed; greedy unless `do_sample` (then each seed in `seeds` is one pass).
+    `synthetic` is the training run's held-out split; the other benchmarks load from
+    `paths.<name>` (a local copy) or their hub id.
+    """
 
     enabled: bool = True
+    benchmarks: list[str] = field(default_factory=lambda: ["synthetic"])
+    paths: EvalPaths = field(default_factory=EvalPaths)
+    limit: int | None = None  # first N records of each benchmark (smoke tests)
+    seeds: list[int] = field(default_factory=lambda: [0])
     max_new_tokens: int = 64
     batch_size: int = 32
     do_sample: bool = False
@@ -210,6 +257,15 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_range("eval.max_new_tokens", self.max_new_tokens, 1)
         check_range("eval.batch_size", self.batch_size, 1)
+        check_range("eval.temperature", self.temperature, 0.0, low_open=True)
+        if not self.benchmarks:
+            raise ValueError(f"eval.benchmarks is empty; choose from {', '.join(BENCHMARKS)}")
+        for name in self.benchmarks:
+            check_choice("eval.benchmarks", name, BENCHMARKS)
+        if not self.seeds:
+            raise ValueError("eval.seeds is empty; give at least one seed, e.g. [0]")
+        if self.limit is not None:
+            check_range("eval.limit", self.limit, 1)
 
 
 @dataclass
@@ -230,6 +286,7 @@ class WandbConfig:
 class Config:
     task: str = "train"
     seed: int = 0
+    checkpoint: str | None = None  # task=eval: weights to evaluate (e.g. a run's policy/); default the backbone
     sweep: str | None = None  # the sweep (paper table) this run belongs to; W&B group
     label: str | None = None  # set to rerun a configuration deliberately under a new run_key
     threads: int = 2  # torch intra-op threads; 2 fits this project's CPU machines
@@ -239,6 +296,7 @@ class Config:
     cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     care: CareOptions = field(default_factory=CareOptions)  # type: ignore[valid-type]
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)

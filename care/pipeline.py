@@ -32,7 +32,7 @@ def load_data(cfg: Config):
 
 
 def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = None) -> dict:
-    """Run one training job end to end; returns what final.json holds.
+    """Run one job end to end (training, or `task=eval`); returns what final.json holds.
 
     `choices` are the config-group selections (Hydra's runtime choices), kept for analysis.
     """
@@ -43,7 +43,12 @@ def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = Non
     files.write_run_json(cfg, run_key=key, sweep=cfg.sweep, label=cfg.label, choices=choices or {})
     mirror = WandbMirror(cfg, files.dir, run_id=key, choices=choices or {})
     try:
-        final = _train(cfg, files, mirror)
+        if cfg.task == "eval":
+            from care.evaluation.harness import run_eval
+            final = run_eval(cfg, files)
+            files.write_final(final)
+        else:
+            final = _train(cfg, files, mirror)
     except BaseException as err:
         files.mark_failed(err)
         mirror.finish(exit_code=1)
@@ -102,6 +107,20 @@ def _flat(summary: dict) -> dict:
 
 def preflight(cfg: Config) -> None:
     """Cheap checks that must fail before any work is queued (e.g. unreachable weights)."""
-    if cfg.backbone.tiny is None:
+    import importlib.util
+
+    if cfg.rollout.engine == "vllm":
+        if importlib.util.find_spec("vllm") is None:
+            raise ValueError("rollout.engine='vllm' needs the vllm extra (GPU machines): pip install -e '.[vllm]'; "
+                             "or use rollout=hf")
+        if not torch.cuda.is_available():
+            raise ValueError("rollout.engine='vllm' needs a CUDA GPU; on CPU use rollout=hf")
+    if cfg.backbone.tiny is None and not cfg.checkpoint:
         from care.models import resolve_backbone
         resolve_backbone(cfg.backbone, cfg.cache_dir)
+    if cfg.checkpoint and not (Path(cfg.checkpoint) / "config.json").is_file():
+        raise ValueError(f"checkpoint={cfg.checkpoint!r} holds no model (no config.json there); "
+                         "point it at a saved policy, e.g. <run_dir>/policy")
+    if cfg.task == "eval":
+        from care.evaluation.harness import check_benchmarks_reachable
+        check_benchmarks_reachable(cfg)

@@ -12,17 +12,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import pytest
-import slurm_helpers
+
+TESTS_DIR = Path(__file__).resolve().parent
+# jobs unpickle their functions as `slurm_helpers.*`, so it must be a top-level module here and there
+sys.path.insert(0, str(TESTS_DIR))
+import slurm_helpers  # noqa: E402
 
 submitit = pytest.importorskip("submitit")
 
 pytestmark = pytest.mark.slurm
-
-TESTS_DIR = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,11 @@ def _params(model):
 
 @pytest.mark.parametrize("algorithm", ["grpo", "dapo", "gspo", "care"])
 def test_each_algorithm_trains_and_changes_parameters(algorithm, cache_dir, tmp_path):
-    trainer = build_tiny_trainer(tiny_config(cache_dir, algorithm), tmp_path)
+    cfg = tiny_config(cache_dir, algorithm)
+    # a random tiny policy never stops within the budget: DAPO's overlong masking would drop every
+    # rollout (tested on its own below), so this check of the update path turns it off
+    cfg.algorithm.mask_truncated_completions = False
+    trainer = build_tiny_trainer(cfg, tmp_path)
     before = _params(trainer.model)
     trainer.train()
     after = _params(trainer.model)
@@ -23,6 +27,17 @@ def test_each_algorithm_trains_and_changes_parameters(algorithm, cache_dir, tmp_
                 "groups_all_fail", "groups_all_correct"):
         assert key in logged, key
     assert trainer.algorithm == algorithm
+
+
+def test_dapo_masks_truncated_completions_out_of_the_loss(cache_dir, tmp_path):
+    trainer = build_tiny_trainer(tiny_config(cache_dir, "dapo", steps=1), tmp_path)
+    capture = _Capture(trainer)
+    trainer.train()
+    output, _ = capture.outputs[-1]
+    eos = trainer.processing_class.tokenizer.eos_token_id
+    truncated = ~(output["completion_ids"] == eos).any(dim=1)
+    assert truncated.any()
+    assert (output["completion_mask"][truncated] == 0).all()
 
 
 class _Capture:

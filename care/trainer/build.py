@@ -7,6 +7,7 @@ separate reward functions so the objective can tell "correct" from "well formatt
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,23 +40,51 @@ def rollouts_per_process(cfg: Config, num_processes: int) -> int:
     return total // num_processes
 
 
+def rollout_args(cfg: Config) -> dict:
+    """GRPOConfig keys for the rollout engine; vLLM is only ever imported by TRL, and only when asked for."""
+    rollout = cfg.rollout
+    if rollout.engine == "hf":
+        return {"use_vllm": False}
+    args = {"use_vllm": True, "vllm_mode": rollout.vllm_mode,
+            "vllm_importance_sampling_correction": rollout.vllm_importance_sampling_correction}
+    if rollout.vllm_mode == "colocate":
+        args.update(vllm_gpu_memory_utilization=rollout.vllm_gpu_memory_utilization,
+                    vllm_tensor_parallel_size=rollout.vllm_tensor_parallel_size)
+    elif rollout.vllm_server_base_url:
+        args["vllm_server_base_url"] = rollout.vllm_server_base_url
+    return args
+
+
+def device_args(cfg: Config) -> dict:
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    return {"use_cpu": not on_gpu, "bf16": on_gpu and cfg.backbone.dtype == "bfloat16",
+            "fp16": on_gpu and cfg.backbone.dtype == "float16"}
+
+
+def world_size() -> int:
+    """Processes in this job, from the launcher's environment (accelerate, torchrun, our SLURM path)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def grpo_args(cfg: Config, output_dir: Path):
-    from accelerate import PartialState
     from trl import GRPOConfig
 
     rl, algo = cfg.rl, cfg.algorithm
     return GRPOConfig(
         output_dir=str(output_dir), max_steps=rl.steps, learning_rate=rl.learning_rate, lr_scheduler_type="constant",
-        per_device_train_batch_size=rollouts_per_process(cfg, PartialState().num_processes),
+        per_device_train_batch_size=rollouts_per_process(cfg, world_size()),
         gradient_accumulation_steps=1, num_generations=rl.num_generations, temperature=rl.temperature,
         max_completion_length=rl.max_completion_length, beta=algo.beta, epsilon=algo.epsilon,
         epsilon_high=algo.epsilon_high, loss_type=algo.loss_type, scale_rewards=algo.scale_rewards,
         importance_sampling_level=algo.importance_sampling_level,
         mask_truncated_completions=algo.mask_truncated_completions,
         reward_weights=[1.0, rl.format_weight] if rl.format_weight > 0 else [1.0],
-        logging_steps=rl.logging_steps, save_strategy="no", report_to=[], use_cpu=True, bf16=False,
-        use_vllm=False, seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0, disable_tqdm=True,
-        remove_unused_columns=False, log_completions=False,
+        logging_steps=rl.logging_steps, save_strategy="no", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
+        dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False, log_completions=False,
+        model_init_kwargs={"dtype": cfg.backbone.dtype, "attn_implementation": cfg.backbone.attn_implementation},
+        **device_args(cfg), **rollout_args(cfg),
     )
 
 
