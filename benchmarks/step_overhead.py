@@ -22,6 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def endless(loader):
+    while True:
+        yield from loader
+
+
 def timed_step(trainer, batches) -> float:
     import torch
 
@@ -59,9 +64,11 @@ def main() -> None:
         cfg = tiny_config(cache, name, steps=args.steps + args.warmup, prompts_per_step=args.prompts,
                           num_generations=args.generations, max_completion_length=args.max_completion)
         cfg.algorithm = replace(cfg.algorithm, beta=0.0, epsilon_high=0.3, loss_type="dapo")
+        cfg.data = replace(cfg.data, train_size=512)
         trainer = build_tiny_trainer(cfg, Path(tempfile.mkdtemp()), reward_funcs=(parity_reward,))
         trainer.create_optimizer_and_scheduler(num_training_steps=args.steps + args.warmup)
-        trainers[name] = (trainer, iter(trainer.get_train_dataloader()))
+        trainer.current_gradient_accumulation_steps = 1  # normally set by the train loop
+        trainers[name] = (trainer, endless(trainer.get_train_dataloader()))
 
     times: dict[str, list[float]] = {name: [] for name in trainers}
     for round_index in range(args.steps + args.warmup):

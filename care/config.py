@@ -239,7 +239,9 @@ class EvalPaths:
 class EvalConfig:
     """One evaluation protocol: used before and after RL, and by `task=eval` on the benchmarks.
 
-    Single pass per seed; greedy unless `do_sample` (then each seed in `seeds` is one pass).
+    Single pass per seed, sampled at `temperature` (the rollouts' 1.0 by default, so the
+    check measures the policy RL optimises), mean ± std over `seeds`, as the paper's
+    5-seed protocol; `do_sample=false` is greedy (one pass, the seed is irrelevant).
     `synthetic` is the training run's held-out split; the other benchmarks load from
     `paths.<name>` (a local copy) or their hub id.
     """
@@ -248,10 +250,10 @@ class EvalConfig:
     benchmarks: list[str] = field(default_factory=lambda: ["synthetic"])
     paths: EvalPaths = field(default_factory=EvalPaths)
     limit: int | None = None  # first N records of each benchmark (smoke tests)
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     max_new_tokens: int = 64
     batch_size: int = 32
-    do_sample: bool = False
+    do_sample: bool = True
     temperature: float = 1.0
 
     def __post_init__(self) -> None:

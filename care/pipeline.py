@@ -63,7 +63,7 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
 
     from care.coldstart import run_cold_start
     from care.data.schema import to_prompt_row
-    from care.evaluation import evaluate
+    from care.evaluation.harness import flat, score
     from care.models import load_backbone, resolve_backbone
     from care.trainer import MetricsCallback, build_trainer
 
@@ -77,8 +77,9 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
     timings = {"cold_start_s": time.time() - started}
 
     model, processor, _ = load_backbone(cfg.backbone, cache_dir, source=policy_dir)
-    before = evaluate(model, processor, held_out, cfg.eval, files.dir / "eval" / "before.jsonl", seed=cfg.seed)
-    log.info("before RL: macro %.1f", before["macro"])
+    benchmarks = {"synthetic": held_out}
+    before = score(model, processor, benchmarks, cfg.eval, files.dir / "eval", tag="before-")
+    log.info("before RL: macro %.1f", before["macro"]["mean"])
     del model
 
     seed_everything(cfg.seed, cfg.threads)
@@ -92,17 +93,13 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
     processor.save_pretrained(files.dir / "policy")
     shutil.rmtree(scratch, ignore_errors=True)
 
-    after = evaluate(trainer.model, processor, held_out, cfg.eval, files.dir / "eval" / "after.jsonl", seed=cfg.seed)
-    log.info("after RL: macro %.1f", after["macro"])
+    after = score(trainer.model, processor, benchmarks, cfg.eval, files.dir / "eval", tag="after-")
+    log.info("after RL: macro %.1f", after["macro"]["mean"])
     timings["total_s"] = time.time() - started
-    final = {"before": _flat(before), "after": _flat(after), "global_step": trainer.state.global_step,
+    final = {"before": flat(before), "after": flat(after), "global_step": trainer.state.global_step,
              "timings": timings, "policy_source": policy_dir}
     files.write_final(final)
     return final
-
-
-def _flat(summary: dict) -> dict:
-    return {**summary["accuracy"], "macro": summary["macro"], "n": summary["n"]}
 
 
 def preflight(cfg: Config) -> None:

@@ -39,12 +39,18 @@ def test_run_files(tiny_run):
     assert all("train/reward" in r for r in rows)
     final = json.loads((run_dir / "final.json").read_text())
     for phase in ("before", "after"):
-        assert set(final[phase]) >= {"synthetic", "macro", "n"} and final[phase]["n"] == 8
+        assert set(final[phase]) >= {"synthetic", "macro", "macro_std", "n"} and final[phase]["n"] == 8
         assert 0.0 <= final[phase]["macro"] <= 100.0
     assert final["global_step"] == 3
-    samples = [json.loads(line) for line in (run_dir / "eval" / "after.jsonl").read_text().splitlines()]
-    assert len(samples) == 8 and {"id", "benchmark", "response", "parsed", "gold", "correct"} <= set(samples[0])
-    assert final["after"]["macro"] == pytest.approx(100.0 * sum(s["correct"] for s in samples) / 8)
+    # sampled evaluation, one pass per eval seed; final.json holds the mean over seeds
+    per_seed = []
+    for seed in (0, 1, 2):
+        samples = [json.loads(line) for line in
+                   (run_dir / "eval" / f"after-synthetic-seed{seed}.jsonl").read_text().splitlines()]
+        assert len(samples) == 8 and {"id", "benchmark", "response", "parsed", "gold", "correct"} <= set(samples[0])
+        per_seed.append(100.0 * sum(s["correct"] for s in samples) / 8)
+    assert final["after"]["macro"] == pytest.approx(sum(per_seed) / 3)
+    assert final["after"]["seeds"] == [0, 1, 2]
     assert not (run_dir / "FAILED").exists()
 
 

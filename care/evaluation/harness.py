@@ -2,7 +2,8 @@
 
 Writes per-sample `eval/<benchmark>-seed<k>.jsonl` and `eval_metrics.json` with each
 benchmark's accuracy and the macro average as mean ± std over seeds (the macro is taken
-per seed, then averaged), plus `final.json` so the run counts as finished.
+per seed, then averaged), plus `final.json` so the run counts as finished. A training
+run's before/after check calls the same `score`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from care.config import Config
+from care.config import Config, EvalConfig
 from care.data.schema import Record
 from care.evaluation.protocol import evaluate
 from care.tracking import RunFiles
@@ -29,34 +30,43 @@ def mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
+def score(model, processor, benchmarks: dict[str, list[Record]], cfg: EvalConfig, out_dir: Path,
+          tag: str = "") -> dict:
+    """One pass per seed over every benchmark; accuracy mean ± std over seeds, macro taken per seed."""
+    greedy = not cfg.do_sample
+    seeds = cfg.seeds[:1] if greedy else cfg.seeds  # greedy decoding does not depend on the seed
+    per_seed: dict[int, dict[str, float]] = {}
+    for seed in seeds:
+        per_seed[seed] = {}
+        for name, records in benchmarks.items():
+            path = out_dir / f"{tag}{name}-seed{seed}.jsonl"
+            per_seed[seed][name] = evaluate(model, processor, records, cfg, path, seed=seed)["accuracy"][name]
+    return {
+        "benchmarks": {name: mean_std([per_seed[s][name] for s in per_seed]) for name in benchmarks},
+        "macro": mean_std([statistics.fmean(scores.values()) for scores in per_seed.values()]),
+        "per_seed": {str(s): scores for s, scores in per_seed.items()},
+        "n": {name: len(records) for name, records in benchmarks.items()},
+        "seeds": list(seeds),
+        "protocol": {"do_sample": cfg.do_sample, "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens},
+    }
+
+
+def flat(metrics: dict) -> dict:
+    """The final.json view: per-benchmark mean accuracy, macro, its std over seeds, sample counts."""
+    return {**{name: m["mean"] for name, m in metrics["benchmarks"].items()}, "macro": metrics["macro"]["mean"],
+            "macro_std": metrics["macro"]["std"], "n": sum(metrics["n"].values()), "seeds": metrics["seeds"]}
+
+
 def run_eval(cfg: Config, files: RunFiles) -> dict:
     from care.models import load_backbone
+    from care.tracking import write_json_atomic
 
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
     model, processor, source = load_backbone(cfg.backbone, cache_dir, source=cfg.checkpoint)
     benchmarks = {name: benchmark_records(cfg, name) for name in cfg.eval.benchmarks}
-    per_seed: dict[int, dict[str, float]] = {}
-    for seed in cfg.eval.seeds:
-        per_seed[seed] = {}
-        for name, records in benchmarks.items():
-            summary = evaluate(model, processor, records, cfg.eval, files.dir / "eval" / f"{name}-seed{seed}.jsonl",
-                               seed=seed)
-            per_seed[seed][name] = summary["accuracy"][name]
-    macro_by_seed = [statistics.fmean(scores.values()) for scores in per_seed.values()]
-    metrics = {
-        "benchmarks": {name: mean_std([per_seed[s][name] for s in per_seed]) for name in benchmarks},
-        "macro": mean_std(macro_by_seed),
-        "per_seed": {str(s): scores for s, scores in per_seed.items()},
-        "n": {name: len(records) for name, records in benchmarks.items()},
-        "seeds": list(cfg.eval.seeds),
-        "protocol": {"do_sample": cfg.eval.do_sample, "temperature": cfg.eval.temperature,
-                     "max_new_tokens": cfg.eval.max_new_tokens},
-        "checkpoint": source,
-    }
-    from care.tracking import write_json_atomic
+    metrics = {**score(model, processor, benchmarks, cfg.eval, files.dir / "eval"), "checkpoint": source}
     write_json_atomic(files.dir / "eval_metrics.json", metrics)
-    after = {name: m["mean"] for name, m in metrics["benchmarks"].items()}
-    return {"after": {**after, "macro": metrics["macro"]["mean"]}, "eval": metrics}
+    return {"after": flat(metrics), "eval": metrics}
 
 
 def check_benchmarks_reachable(cfg: Config) -> None:
