@@ -128,3 +128,14 @@ def test_requeued_job_resumes_from_its_progress_file(executor, slurm_cluster, tm
         assert slurm_helpers.wait_until(
             lambda: slurm_helpers.sacct_states(job.job_id).get(job.job_id) == "COMPLETED", timeout_s=20
         ), f"sacct: {slurm_helpers.sacct_states(job.job_id)}"
+
+
+def test_two_job_toy_sweep_through_cluster_slurm(slurm_cluster, tmp_path):
+    """The real sbatch path: `python run.py -m cluster=slurm scale=toy seed=0,1`."""
+    from test_sweeps import check_two_runs, run_sweep
+
+    result = run_sweep(tmp_path / "sweep", "cluster=slurm", "threads=1", f"cache_dir={tmp_path / 'cache'}",
+                       "hydra.launcher.gpus_per_node=null", "hydra.launcher.tasks_per_node=1",
+                       "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10", timeout=420)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_two_runs(tmp_path / "sweep", "slurm")
