@@ -133,6 +133,7 @@ class RLConfig:
     max_completion_length: int = 64
     format_weight: float = 0.0
     logging_steps: int = 1
+    save_steps: int = 20  # checkpoint every N steps into <run_dir>/checkpoints; a rerun resumes there
 
     def __post_init__(self) -> None:
         check_range("rl.steps", self.steps, 1)
@@ -142,6 +143,7 @@ class RLConfig:
         check_range("rl.temperature", self.temperature, 0.0, low_open=True)
         check_range("rl.max_completion_length", self.max_completion_length, 1)
         check_range("rl.format_weight", self.format_weight, 0.0)
+        check_range("rl.save_steps", self.save_steps, 1)
 
 
 ROLLOUT_ENGINES = ("hf", "vllm")

@@ -26,6 +26,13 @@ def seed_everything(seed: int, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def newest_checkpoint(directory: Path) -> str | None:
+    """The newest complete Trainer checkpoint on disk (never from a pickled submission)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(directory)) if directory.is_dir() else None
+
+
 def load_data(cfg: Config):
     from care.data.synthetic import make_splits
     return make_splits(cfg.data.seed, cfg.data.train_size, cfg.data.eval_size, cfg.data.grid, cfg.data.cell_px)
@@ -40,6 +47,10 @@ def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = Non
 
     key = run_key(cfg)
     files = RunFiles(run_dir)
+    done = files.read_final()
+    if done is not None:  # a re-issued or requeued job that already finished: nothing to do
+        log.info("%s already holds final.json; skipping", files.dir)
+        return done
     files.write_run_json(cfg, run_key=key, sweep=cfg.sweep, label=cfg.label, choices=choices or {})
     mirror = WandbMirror(cfg, files.dir, run_id=key, choices=choices or {})
     try:
@@ -84,14 +95,20 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
 
     seed_everything(cfg.seed, cfg.threads)
     dataset = Dataset.from_list([to_prompt_row(r) for r in train_records])
-    scratch = files.dir / "trainer"
-    trainer = build_trainer(cfg, policy_dir, processor, dataset, scratch, callbacks=[MetricsCallback(files, mirror)])
+    checkpoints = files.dir / "checkpoints"
+    trainer = build_trainer(cfg, policy_dir, processor, dataset, checkpoints,
+                            callbacks=[MetricsCallback(files, mirror)])
+    resume_from = newest_checkpoint(checkpoints)
+    if resume_from is not None:  # requeued, preempted or re-issued: continue, never log a step twice
+        step = int(Path(resume_from).name.split("-")[-1])
+        files.truncate_metrics(step)
+        log.info("resuming RL from %s (step %d)", resume_from, step)
     rl_started = time.time()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from)
     timings["rl_s"] = time.time() - rl_started
     trainer.save_model(str(files.dir / "policy"))
     processor.save_pretrained(files.dir / "policy")
-    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.rmtree(checkpoints, ignore_errors=True)
 
     after = score(trainer.model, processor, benchmarks, cfg.eval, files.dir / "eval", tag="after-")
     log.info("after RL: macro %.1f", after["macro"]["mean"])

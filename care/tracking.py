@@ -52,6 +52,19 @@ class RunFiles:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")
 
+    def truncate_metrics(self, last_step: int) -> None:
+        """Keep rows up to `last_step` (a resumed run re-logs what came after its checkpoint)."""
+        if not self.metrics_path.exists():
+            return
+        kept = [line for line in self.metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line)["global_step"] <= last_step]
+        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.metrics_path)
+
+    def read_final(self) -> dict[str, Any] | None:
+        return json.loads(self.final_path.read_text()) if self.final_path.exists() else None
+
     def write_final(self, final: dict[str, Any]) -> None:
         write_json_atomic(self.final_path, final)
 

@@ -1,0 +1,64 @@
+"""Nothing lost when a job dies: a killed run resumes from its newest checkpoint on disk.
+
+The resumed run logs every step exactly once, keeps what it logged up to its checkpoint,
+and a finished run is skipped. Known gap (issue 7): steps after the checkpoint do not yet
+reproduce an uninterrupted run's metrics bit for bit; this test pins what holds today.
+"""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 8
+
+
+def command(run_dir: Path, cache_dir: Path) -> list[str]:
+    return [sys.executable, "run.py", "scale=toy", f"rl.steps={STEPS}", "rl.save_steps=2", "rl.prompts_per_step=4",
+            "rl.num_generations=8", f"cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_no_step_lost_or_doubled(tmp_path, cache_dir):
+    reference = tmp_path / "uninterrupted"
+    done = subprocess.run(command(reference, cache_dir), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    job = tmp_path / "job"
+    process = subprocess.Popen(command(job, cache_dir), cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (job / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
+        assert process.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.1)
+    process.kill()  # SIGKILL: no handler runs, as in a preemption
+    process.wait()
+    assert not (job / "final.json").exists(), "the run finished before it could be killed"
+    logged_before_kill = [row["global_step"] for row in metrics(job)]
+    assert logged_before_kill and max(logged_before_kill) < STEPS
+
+    resumed = subprocess.run(command(job, cache_dir), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming RL from" in resumed.stderr + resumed.stdout
+    rows, expected = metrics(job), metrics(reference)
+    assert [r["global_step"] for r in rows] == list(range(1, STEPS + 1))
+    # up to the checkpoint the record is the uninterrupted run's (same seed, deterministic CPU)
+    for got, want in zip(rows[:2], expected[:2], strict=True):
+        for key in ("train/reward", "train/accuracy", "signal/fss_neg", "care/k_prime_mean"):
+            assert got[key] == pytest.approx(want[key], abs=1e-6), (got["global_step"], key)
+    assert json.loads((job / "final.json").read_text())["global_step"] == STEPS
+    assert not (job / "checkpoints").exists()  # cleaned up once final.json is written
+
+    # re-issuing the finished job does nothing and keeps its record
+    final_before = (job / "final.json").read_text()
+    skipped = subprocess.run(command(job, cache_dir), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert skipped.returncode == 0 and (job / "final.json").read_text() == final_before
+    assert [r["global_step"] for r in metrics(job)] == list(range(1, STEPS + 1))
