@@ -161,7 +161,9 @@ def test_a_worker_that_cannot_start_is_an_error_not_a_wrong_answer(monkeypatch: 
 
     pool = VerifierPool(workers=1)
     try:
-        monkeypatch.setattr(pool_module, "_BOOT_TIMEOUT_S", 0.0)  # as if the worker never booted
+        # as if the worker never booted: the parent waits for a readiness message it will never get
+        # (a zero boot timeout raced with fast worker starts and sometimes saw the real message)
+        monkeypatch.setattr(pool_module, "_READY", "a readiness message no worker sends")
         with pytest.raises(pool_module.WorkerStartError, match="__main__"):
             pool.run([("\\frac{1}{2}", "0.5")])
         monkeypatch.undo()
