@@ -6,20 +6,22 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+import yaml
+
 from care.config import AlgorithmConfig, Config, DataConfig, RLConfig
+
+PRESETS = Path(__file__).resolve().parents[1] / "conf" / "algorithm"
+
+
+def algorithm_preset(name: str) -> AlgorithmConfig:
+    """The shipped conf/algorithm/<name>.yaml, so tests exercise what users run."""
+    return AlgorithmConfig(**yaml.safe_load((PRESETS / f"{name}.yaml").read_text()))
 
 
 def tiny_config(cache_dir: Path, algorithm: str = "care", **rl) -> Config:
-    presets = {
-        "grpo": AlgorithmConfig(name="grpo", epsilon_high=0.2, beta=0.0),
-        "dapo": AlgorithmConfig(name="dapo", epsilon_high=0.28, beta=0.0, mask_truncated_completions=True),
-        "gspo": AlgorithmConfig(name="gspo", loss_type="grpo", epsilon=3e-4, epsilon_high=4e-4, beta=0.0,
-                                importance_sampling_level="sequence"),
-        "care": AlgorithmConfig(name="care", beta=0.01),
-    }
     cfg = Config(cache_dir=str(cache_dir), data=DataConfig(train_size=32, eval_size=4),
                  rl=RLConfig(steps=2, prompts_per_step=2, num_generations=4, max_completion_length=24,
-                             learning_rate=1e-3), algorithm=presets[algorithm])
+                             learning_rate=1e-3), algorithm=algorithm_preset(algorithm))
     cfg.rl = replace(cfg.rl, **rl)
     cfg.wandb.mode = "disabled"
     return cfg
