@@ -9,7 +9,6 @@ The result is cached under a hash of everything that shapes it; later runs reuse
 from __future__ import annotations
 
 import logging
-import os
 import random
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ from care.data.schema import prompt_text
 from care.data.synthetic import demonstration
 from care.hashing import config_hash
 from care.models import load_backbone
+from care.models.loading import save_pretrained_atomic
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def run_cold_start(cfg: Config, train_records, backbone_source: str, cache_dir: 
     model, processor, _ = load_backbone(cfg.backbone, cache_dir, source=backbone_source)
     rows = demonstration_rows(train_records, cfg.cold_start.num_demos, cfg.cold_start.reflection_fraction,
                               cfg.cold_start.answer_slip, cfg.seed)
+    cache_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".cold-start-"))
     args = SFTConfig(
         output_dir=str(scratch), per_device_train_batch_size=cfg.cold_start.batch_size,
@@ -66,14 +67,6 @@ def run_cold_start(cfg: Config, train_records, backbone_source: str, cache_dir: 
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor)
     trainer.train()
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent if out_dir.parent.exists() else cache_dir,
-                                    prefix=f".{out_dir.name}-"))
-    trainer.model.save_pretrained(staging)
-    processor.save_pretrained(staging)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(staging, out_dir)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
+    save_pretrained_atomic(out_dir, trainer.model, processor)
     shutil.rmtree(scratch, ignore_errors=True)
     return out_dir

@@ -89,5 +89,7 @@ def test_algorithm_presets_compose_and_grpo_matches_trl_defaults():
         if key == "epsilon_high" and expected is None:  # TRL: None means "same as epsilon"
             expected = trl.epsilon
         assert value == expected, key
+    from tests.trainer_helpers import algorithm_preset
+
     for name in ("grpo", "dapo", "gspo", "care"):
-        AlgorithmConfig(**yaml.safe_load((ROOT / "conf" / "algorithm" / f"{name}.yaml").read_text()))
+        assert algorithm_preset(name).name == name

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 
 from care.config import BackboneConfig
 from care.data.synthetic import tokenizer_corpus
+from care.models.loading import save_pretrained_atomic
 from care.models.processors import IMAGE_ONLY_PROCESSORS
 
 BUILD_VERSION = 1  # bump when the builder changes what it writes
@@ -101,15 +99,7 @@ def build_tiny_backbone(cfg: BackboneConfig, out_dir: Path, seed: int = 0) -> Pa
     model = model_cls(model_config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    model.save_pretrained(staging)
-    processor.save_pretrained(staging)
-    try:
-        os.rename(staging, out_dir)
-    except OSError:  # another process finished first: keep theirs
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
+    return save_pretrained_atomic(out_dir, model, processor)
 
 
 def tiny_backbone_dir(cfg: BackboneConfig, cache_dir: str | Path) -> Path:

@@ -140,11 +140,12 @@ class CareGRPOTrainer(GRPOTrainer):
         has_think = spans.think.any(dim=1, keepdim=True)
         weights = torch.where(has_think, spans.think, completion_mask.bool()).float()
         pooled: list[torch.Tensor] = []
+        done_rows = [0]  # TRL forwards in chunks; each call of the hook is the next chunk of rows
 
         def pool_hook(module, args, hidden):
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-            rows = slice(sum(p.size(0) for p in pooled), sum(p.size(0) for p in pooled) + hidden.size(0))
-            w = weights[rows].to(hidden.device)
+            start, done_rows[0] = done_rows[0], done_rows[0] + hidden.size(0)
+            w = weights[start:done_rows[0]].to(hidden.device)
             summed = (hidden[:, -width:].float() * w.unsqueeze(-1)).sum(dim=1)
             pooled.append(summed / w.sum(dim=1, keepdim=True).clamp(min=1.0))
 
