@@ -222,6 +222,52 @@ def _care_options():
 CareOptions = _care_options()
 
 
+RGR_VARIANTS = ("cue", "no_cue", "random")
+RGR_TRAIN_CONTEXTS = ("prompt_only", "with_prefix")
+
+
+@dataclass
+class RGRConfig:
+    """Reflection-Guided Resampling (spec section 7); only `algorithm=care` runs it.
+
+    variant: `cue` repairs the nearest hard negative with the cue; `no_cue` resamples the same
+    prefix without it; `random` draws a fresh sample from the prompt (the paper's ablation).
+    train_context: `prompt_only` trains the repaired continuation under the original prompt
+    (reference code); `with_prefix` trains it after the repair context, whose tokens stay out of
+    the loss. The cue comes from `cue` (conf/rgr_cue: structured | paper | custom + cue_text).
+    """
+
+    enabled: bool = True
+    variant: str = "cue"
+    train_context: str = "prompt_only"
+    cue: str = "structured"
+    cue_text: str | None = None  # the cue itself when cue=custom
+    max_cue_tokens: int = 64
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+
+    def __post_init__(self) -> None:
+        from care.repair import CUE_CHOICES, cue_text
+
+        check_choice("rgr.variant", self.variant, RGR_VARIANTS)
+        check_choice("rgr.train_context", self.train_context, RGR_TRAIN_CONTEXTS)
+        check_choice("rgr.cue", self.cue, CUE_CHOICES)
+        if self.cue_text is not None and self.cue != "custom":
+            raise ValueError(f"rgr.cue_text is set but rgr.cue={self.cue!r}; choose rgr_cue=custom to use your own text")
+        cue_text(self.cue, self.cue_text)
+        check_range("rgr.max_cue_tokens", self.max_cue_tokens, 1)
+        check_range("rgr.temperature", self.temperature, 0.0, low_open=True)
+        check_range("rgr.top_p", self.top_p, 0.0, 1.0, low_open=True)
+        check_range("rgr.max_new_tokens", self.max_new_tokens, 1)
+
+    @property
+    def cue_string(self) -> str:
+        from care.repair import cue_text
+
+        return cue_text(self.cue, self.cue_text)
+
+
 @dataclass
 class EvalPaths:
     """Local copies of the benchmarks (`eval.paths.<name>=/dir`); None loads from the hub id."""
@@ -302,6 +348,7 @@ class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     care: CareOptions = field(default_factory=CareOptions)  # type: ignore[valid-type]
+    rgr: RGRConfig = field(default_factory=RGRConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 

@@ -19,6 +19,9 @@ INFRA_KEYS = ("cache_dir", "threads", "wandb", "sweep", "eval.batch_size")
 
 def semantic_config(cfg: Config) -> dict:
     config = asdict(cfg)
+    if cfg.algorithm.name != "care":  # the objective and RGR options do not touch GRPO, DAPO or GSPO
+        config.pop("care")
+        config.pop("rgr")
     for key in INFRA_KEYS:
         *parents, leaf = key.split(".")
         node = config

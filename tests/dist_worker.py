@@ -16,27 +16,34 @@ def run_rank(rank: int, world: int, port: int, cache_dir: str, out_dir: str) -> 
     import care.trainer.care_trainer as module
     from tests.trainer_helpers import build_tiny_trainer, tiny_config
 
-    recorded = {}
-    original = module.care_advantages
+    from care.config import RGRConfig
 
-    def recording(*args, **kwargs):
-        result = original(*args, **kwargs)
-        recorded["inputs"] = {"args": [a for a in args[:6]], "cfg": args[6] if len(args) > 6 else kwargs["cfg"]}
-        recorded["advantages"] = result.advantages
-        recorded["in_subgroup"] = result.in_subgroup
-        recorded["negative_index"] = result.negative_index
-        recorded["anchor_index"] = result.anchor_index
+    recorded = {}
+    select, score = module.select_subgroups, module.score_subgroups
+
+    def recording_select(*args, **kwargs):
+        recorded["args"] = list(args[:6])
+        return select(*args, **kwargs)
+
+    def recording_score(selection, rewards, cfg, outcome=None, reward=None):
+        result = score(selection, rewards, cfg, outcome, reward)
+        recorded.update(advantages=result.advantages, in_subgroup=result.in_subgroup, anchor_index=result.anchor_index,
+                        negative_index=result.negative_index, repair_outcome=outcome, repair_reward=reward)
         return result
 
-    module.care_advantages = recording
+    module.select_subgroups, module.score_subgroups = recording_select, recording_score
     cfg = tiny_config(Path(cache_dir), "care", steps=1, prompts_per_step=3, num_generations=4)
+    cfg.rgr = RGRConfig(max_new_tokens=8)  # RGR on: repairs may sit on either rank
     trainer = build_tiny_trainer(cfg, Path(out_dir) / f"trainer{rank}")
+    generate_calls = []
+    original_generate = trainer._generate_single_turn
+    trainer._generate_single_turn = lambda *a, **k: generate_calls.append(len(a[0])) or original_generate(*a, **k)
     outputs = []
     original_step = trainer._generate_and_score_completions
     trainer._generate_and_score_completions = lambda inputs: outputs.append(original_step(inputs)) or outputs[-1]
     trainer.train()
     local = outputs[-1]
-    torch.save({"recorded": {k: v for k, v in recorded.items() if k != "inputs"},
-                "args": recorded["inputs"]["args"], "local_advantages": local["advantages"],
+    torch.save({"recorded": {k: v for k, v in recorded.items() if k != "args"}, "generate_calls": generate_calls,
+                "args": recorded["args"], "local_advantages": local["advantages"],
                 "local_rows": local["completion_ids"].size(0), "tool_mask": local["tool_mask"]},
                Path(out_dir) / f"rank{rank}.pt")

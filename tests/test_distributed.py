@@ -1,7 +1,8 @@
 """Two CPU processes (torch.distributed, gloo) take the same CARE decisions as one process.
 
 3 prompts x G=4 over 2 ranks puts the middle group across both ranks, so this checks the
-gather, that every rank decides identically, and that each keeps its own slice.
+gather, that every rank decides identically (RGR outcomes included), that both ranks make the
+same generate calls, and that each keeps its own slice.
 """
 
 import socket
@@ -31,17 +32,23 @@ def test_two_processes_decide_like_one(cache_dir, tmp_path):
     mp.spawn(run_rank, args=(2, _free_port(), str(cache_dir), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     # both ranks saw the same gathered batch and took the same decisions
-    for key in ("advantages", "in_subgroup", "negative_index", "anchor_index"):
+    for key in ("advantages", "in_subgroup", "negative_index", "anchor_index", "repair_outcome", "repair_reward"):
         assert torch.equal(ranks[0]["recorded"][key], ranks[1]["recorded"][key]), key
     for a, b in zip(ranks[0]["args"], ranks[1]["args"], strict=True):
         assert (a is None and b is None) or torch.equal(a, b)
     # one process on that same gathered batch decides the same
     from tests.trainer_helpers import tiny_config
     cfg = tiny_config(cache_dir, "care")
+    recorded = ranks[0]["recorded"]
     single = care_advantages(*ranks[0]["args"], CareConfig(**asdict(cfg.care)),
+                             repair_outcome=recorded["repair_outcome"], repair_reward=recorded["repair_reward"],
                              generator=torch.Generator().manual_seed(cfg.seed * 1_000_003))
     assert torch.equal(single.advantages, ranks[0]["recorded"]["advantages"])
     assert torch.equal(single.in_subgroup, ranks[0]["recorded"]["in_subgroup"])
+    # RGR: the same number of generate calls, with the same number of rows, on both ranks
+    assert ranks[0]["generate_calls"] == ranks[1]["generate_calls"]
+    attempts = int((recorded["repair_outcome"] >= 0).sum())
+    assert len(ranks[0]["generate_calls"]) == (2 if attempts else 1)
     # each rank trained on its own slice: rows 0-5 and 6-11 of the 12 rollouts
     assert [r["local_rows"] for r in ranks] == [6, 6]
     flat_in = single.in_subgroup.reshape(-1)

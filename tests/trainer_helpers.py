@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from care.config import AlgorithmConfig, Config, DataConfig, RLConfig
+from care.config import AlgorithmConfig, Config, DataConfig, RGRConfig, RLConfig
 
 PRESETS = Path(__file__).resolve().parents[1] / "conf" / "algorithm"
 
@@ -18,8 +18,10 @@ def algorithm_preset(name: str) -> AlgorithmConfig:
     return AlgorithmConfig(**yaml.safe_load((PRESETS / f"{name}.yaml").read_text()))
 
 
-def tiny_config(cache_dir: Path, algorithm: str = "care", **rl) -> Config:
+def tiny_config(cache_dir: Path, algorithm: str = "care", rgr: RGRConfig | None = None, **rl) -> Config:
+    """RGR is off unless `rgr` is given: most trainer tests check the objective path on its own."""
     cfg = Config(cache_dir=str(cache_dir), data=DataConfig(train_size=32, eval_size=4),
+                 rgr=rgr or RGRConfig(enabled=False),
                  rl=RLConfig(steps=2, prompts_per_step=2, num_generations=4, max_completion_length=24,
                              learning_rate=1e-3), algorithm=algorithm_preset(algorithm))
     cfg.rl = replace(cfg.rl, **rl)

@@ -17,12 +17,12 @@ import random
 from PIL import Image
 
 from care.data.schema import Record
+from care.repair import CUE_TEMPLATES
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
 COLOR_NAMES = tuple(COLORS)
 JITTER = 24  # per-channel noise so perception is not a fixed lookup
 SOURCE = "synthetic"
-REPAIR_CUE = "<repair> Mistake: Fix: Corrected final answer:"
 MARKED_COLOR = "What color is the marked cell?"
 MARKED_COUNT = "How many cells have the marked cell's color?"
 
@@ -66,14 +66,15 @@ def reasoning(board: list[list[str]], question: str, mark: int) -> str:
 def demonstration(record: Record, rng: random.Random, reflect: bool, slip: bool = False) -> str:
     """A target response.
 
-    `reflect`: a wrong conclusion, the repair cue, the corrected answer (learnable repair).
+    `reflect`: a wrong conclusion, then the structured repair cue before </think>, then the
+    corrected answer: exactly an RGR repair context (`care.repair.repair_context`) completed well.
     `slip`: sound reasoning but a different final answer, the imperfect-teacher noise that
     a cold start inherits and that verified-reward RL can remove.
     """
     think = reasoning(record.meta["board"], record.question, record.meta["mark"])
     if reflect:
         wrong = _wrong_answer(record, rng)
-        think = think.rsplit(" ", 1)[0] + f" {wrong} {REPAIR_CUE} {record.answer} </repair>"
+        think = think.rsplit(" ", 1)[0] + f" {wrong}" + CUE_TEMPLATES["structured"]
     answer = _wrong_answer(record, rng) if slip else record.answer
     return f"<think>{think}</think><answer>{answer}</answer>"
 
@@ -123,4 +124,4 @@ def tokenizer_corpus(grid: int = 6) -> list[str]:
         record = Record(id="t", images=[], question=question, answer=answer, answer_type=answer_type,
                         source=SOURCE, meta={"board": board, "mark": mark})
         corpus += [question, demonstration(record, rng, reflect=rng.random() < 0.3)]
-    return corpus
+    return corpus + list(CUE_TEMPLATES.values())

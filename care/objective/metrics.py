@@ -7,8 +7,8 @@ Keys (fractions of groups unless said otherwise):
   / sum |A|; adv_mass_pos / adv_mass_neg: sum |A| on successes / failures per group;
   subgroup_rollout_share: rollouts in S (what the loss normaliser counts) / all rollouts;
   k_prime_mean, eq_factor_mean: over groups with a subgroup (K' > 0); k_prime_hist/{j}: share of
-  groups with K' = j (top bin: K' >= j); rescue_rate, rescue_count; rgr_attempts (count) and
-  rgr_success_rate; with think_len: anchor_think_len_mean, correct_think_len_mean.
+  groups with K' = j (top bin: K' >= j); rescue_rate, rescue_count; rgr_attempts, rgr_successes
+  (counts) and rgr_success_rate; with think_len: anchor_think_len_mean, correct_think_len_mean.
 Every ratio with a zero denominator is 0.0 (fss_* when all advantages are 0, means over no group).
 zero_atol defaults to exact zero: CARE and the baselines here write exact zeros where there is no signal.
 """
@@ -65,6 +65,7 @@ def signal_metrics(
         "rescue_rate": _mean(result.rescued),
         "rescue_count": float(result.rescued.sum()),
         "rgr_attempts": float(attempts.sum()),
+        "rgr_successes": float((result.repair_outcome == 1).sum()),
         "rgr_success_rate": _ratio((result.repair_outcome == 1).sum(), attempts.sum()),
     }
     top = result.k if k_hist is None else k_hist

@@ -119,4 +119,5 @@ def build_trainer(cfg: Config, policy_dir: str, processor, train_dataset, output
     reward_funcs = reward_funcs or reward_functions(cfg)
     return CareGRPOTrainer(model=policy_dir, reward_funcs=reward_funcs, args=grpo_args(cfg, output_dir),
                            train_dataset=train_dataset, processing_class=processor, callbacks=list(callbacks),
-                           algorithm=cfg.algorithm.name, care_config=CareConfig(**asdict(cfg.care)), seed=cfg.seed)
+                           algorithm=cfg.algorithm.name, care_config=CareConfig(**asdict(cfg.care)), seed=cfg.seed,
+                           rgr=cfg.rgr)

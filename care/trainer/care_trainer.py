@@ -8,7 +8,9 @@ loss itself is TRL's, configured per algorithm. For `care` this subclass then
    decoder's final norm, so TRL's own multimodal batching is reused),
 3. gathers those features across processes (groups are consecutive blocks of G and may
    span ranks) and calls `care.objective` identically on every rank,
-4. hands back the local slice as per-token advantages (region credit) and masks every
+4. with RGR on, repairs each group's nearest hard negative and splices the repair into the
+   batch in place (`care.trainer.repair`) before the subgroup is scored,
+5. hands back the local slice as per-token advantages (region credit) and masks every
    rollout outside the subgroup out of the loss and the token normaliser (`tool_mask`).
 Every algorithm logs the same signal metrics, computed on its own advantages.
 """
@@ -18,14 +20,17 @@ from __future__ import annotations
 import torch
 from trl import GRPOTrainer
 
+from care.config import RGRConfig
 from care.objective import (
     CareConfig,
-    care_advantages,
     grpo_advantages,
+    score_subgroups,
+    select_subgroups,
     signal_metrics,
     think_len_for_ranking,
     token_advantages,
 )
+from care.trainer.repair import ReflectionResampler, forward_kwargs
 from care.trainer.spans import SpanFinder, Spans
 
 # signal_metrics key -> logged name (TRL logs keys as given; our callback prefixes bare ones with train/)
@@ -44,17 +49,21 @@ LOGGED_NAMES = {
     "correct_think_len_mean": "correct_think_len",
     "adv_mass_pos": "signal/adv_mass_pos",
     "adv_mass_neg": "signal/adv_mass_neg",
+    "rgr_attempts": "rgr/attempts",
+    "rgr_successes": "rgr/successes",
+    "rgr_success_rate": "rgr/repair_rate",
 }
 
 
-class CareGRPOTrainer(GRPOTrainer):
+class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
     """GRPOTrainer whose advantages come from `care.objective` when `algorithm == "care"`."""
 
     def __init__(self, *args, algorithm: str, care_config: CareConfig, seed: int = 0,
-                 accuracy_reward_index: int = 0, **kwargs):
+                 accuracy_reward_index: int = 0, rgr: RGRConfig | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.algorithm = algorithm
         self.care_config = care_config
+        self.rgr = rgr if rgr is not None else RGRConfig(enabled=False)
         self.care_seed = seed
         self.accuracy_reward_index = accuracy_reward_index
         self.span_finder = SpanFinder(self._tokenizer)
@@ -68,6 +77,7 @@ class CareGRPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
+        self._last_inputs = inputs  # RGR re-scores repairs with the same reward columns
         output = super()._generate_and_score_completions(inputs)
         if not self.model.training:
             return output
@@ -86,8 +96,14 @@ class CareGRPOTrainer(GRPOTrainer):
             gathered = self._gather(think_rank, spans.answer_len, embeddings, logprob_sum)
             think_all, answer_all, emb_all, logp_all = (t.view(-1, group, *t.shape[1:]) for t in gathered)
             generator = torch.Generator().manual_seed(self.care_seed * 1_000_003 + self.state.global_step)
-            result = care_advantages(correct.view(-1, group), rewards.view(-1, group), think_all, answer_all,
-                                     emb_all.float(), logp_all.float(), self.care_config, generator=generator)
+            selection = select_subgroups(correct.view(-1, group), rewards.view(-1, group), think_all, answer_all,
+                                         emb_all.float(), logp_all.float(), self.care_config, generator=generator)
+            outcome = repair_reward = None
+            if self.rgr.enabled:
+                repairs = self._repair(output, selection, group)
+                outcome, repair_reward = repairs.outcome, repairs.reward
+                spans = self.span_finder.find(output["completion_ids"], output["completion_mask"])
+            result = score_subgroups(selection, rewards.view(-1, group), self.care_config, outcome, repair_reward)
             self._hand_back(output, result, spans)
         else:
             (think_all,) = self._gather(think_rank)
@@ -122,10 +138,11 @@ class CareGRPOTrainer(GRPOTrainer):
         advantages = result.advantages.reshape(-1)[local].to(completion_mask.device)
         in_subgroup = result.in_subgroup.reshape(-1)[local].to(completion_mask.device)
         positive = result.verifier_positive.reshape(-1)[local].to(completion_mask.device)
-        output["advantages"] = token_advantages(advantages, spans.think, spans.answer, completion_mask, positive,
+        tool_mask = output.get("tool_mask")  # RGR's with_prefix rows: the repair context is not trained
+        trained = completion_mask if tool_mask is None else completion_mask * tool_mask
+        output["advantages"] = token_advantages(advantages, spans.think, spans.answer, trained, positive,
                                                 mode=self.care_config.token_credit, tau_pos=self.care_config.tau_pos)
         keep = in_subgroup.long().unsqueeze(1).expand_as(completion_mask)
-        tool_mask = output.get("tool_mask")
         output["tool_mask"] = keep if tool_mask is None else tool_mask * keep
         output["num_items_in_batch"] = self.accelerator.gather((completion_mask * output["tool_mask"]).sum()).sum()
 
@@ -155,10 +172,7 @@ class CareGRPOTrainer(GRPOTrainer):
             logps, _, _ = self._get_per_token_logps_and_entropies(
                 self.model, torch.cat([prompt_ids, completion_ids], dim=1),
                 torch.cat([output["prompt_mask"], completion_mask], dim=1), width,
-                batch_size=self.args.per_device_train_batch_size,
-                **{k: output.get(k) for k in ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask",
-                                              "spatial_shapes", "num_tiles", "image_sizes", "token_type_ids",
-                                              "mm_token_type_ids", "image_position_ids")},
+                batch_size=self.args.per_device_train_batch_size, **forward_kwargs(output),
             )
         finally:
             handle.remove()
