@@ -68,10 +68,14 @@ class Table:
 # ---------------------------------------------------------------- selecting and checking runs
 
 def method_label(algorithm: str, rgr_enabled: bool) -> str:
-    """GRPO, DAPO, GSPO, CARE, or CARE w/o RGR (the paper's row names)."""
+    """GRPO, DAPO, GSPO, CARE, or CARE w/o RGR (the paper's row names).
+
+    Only CARE runs RGR (care/trainer); a GRPO, DAPO or GSPO run records whatever `rgr`
+    group it composed with (rgr.enabled is true by default), so its label ignores it.
+    """
     if algorithm == "care":
         return "CARE" if rgr_enabled else "CARE w/o RGR"
-    return algorithm.upper() + (" + RGR" if rgr_enabled else "")
+    return algorithm.upper()
 
 
 def sweep_runs(runs: pd.DataFrame, sweep: str) -> pd.DataFrame:
