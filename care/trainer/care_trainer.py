@@ -3,9 +3,9 @@
 TRL generates, scores and (for GRPO, DAPO, GSPO) computes group z-score advantages; the
 loss itself is TRL's, configured per algorithm. For `care` this subclass then
 1. finds each rollout's <think>/<answer> spans from its token ids,
-2. runs one no-grad forward of the old policy that yields both the summed log-prob and
-   the last-layer hidden states mean-pooled over the think span (a forward hook on the
-   decoder's final norm, so TRL's own multimodal batching is reused),
+2. reads, from one forward of the old policy, both the summed log-prob and the last-layer
+   hidden states mean-pooled over the think span (a forward hook on the decoder's final
+   norm, so TRL's own multimodal batching is reused; which forward: see CareGRPOTrainer),
 3. gathers those features across processes (groups are consecutive blocks of G and may
    span ranks) and calls `care.objective` identically on every rank,
 4. with RGR on, repairs each group's nearest hard negative and splices the repair into the
@@ -16,6 +16,8 @@ Every algorithm logs the same signal metrics, computed on its own advantages.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from trl import GRPOTrainer
@@ -55,8 +57,28 @@ LOGGED_NAMES = {
 }
 
 
+@dataclass
+class Features:
+    """What CARE reads from one old-policy forward, rows in that forward's order."""
+
+    spans: Spans
+    embeddings: torch.Tensor  # [B, D] unit-norm, think-span mean-pooled last hidden states
+    logprob_sum: torch.Tensor  # [B] summed completion log-probs
+    per_token_logps: torch.Tensor  # [B, T] detached
+
+
 class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
-    """GRPOTrainer whose advantages come from `care.objective` when `algorithm == "care"`."""
+    """GRPOTrainer whose advantages come from `care.objective` when `algorithm == "care"`.
+
+    Where the hidden states come from (never an extra pass when one can be avoided):
+    - deferred (`defer_objective`: RGR off, one PPO epoch, one micro-batch per generation,
+      token-level mean loss, no vLLM): from the loss forward itself. The objective runs between
+      that forward and the loss: rollouts outside the subgroup get zero advantage, a KL
+      reference equal to their own detached log-probs (so exactly zero loss and gradient) and
+      leave the token normaliser; the gradient is the eager path's (tested).
+    - TRL's own old-log-prob forward, when it runs one (vLLM, several PPO epochs).
+    - otherwise one extra no-grad forward (RGR must know the subgroup before the batch is final).
+    """
 
     def __init__(self, *args, algorithm: str, care_config: CareConfig, seed: int = 0,
                  accuracy_reward_index: int = 0, rgr: RGRConfig | None = None, **kwargs):
@@ -68,7 +90,23 @@ class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
         self.accuracy_reward_index = accuracy_reward_index
         self.span_finder = SpanFinder(self._tokenizer)
         self._rewards_per_func: torch.Tensor | None = None
+        self._on_forward = None  # armed for the next policy forward: called with its Features
+        self._features: Features | None = None
+        self.defer_override: bool | None = None  # tests force the eager (False) or deferred (True) path
         self.last_objective = None  # the most recent batch's objective result (gathered), for tests and RGR
+
+    @property
+    def defer_objective(self) -> bool:
+        if self.defer_override is not None:
+            return self.defer_override
+        return (self.algorithm == "care" and not self.rgr.enabled and not self.use_vllm and not self.tools
+                and self.num_iterations == 1 and self.args.steps_per_generation == 1 and self.loss_type == "dapo"
+                and self.top_entropy_quantile == 1.0 and self.off_policy_mask_threshold is None)
+
+    def _trl_computes_old_logps(self) -> bool:
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        return (self.args.gradient_accumulation_steps % generate_every != 0
+                or (self.use_vllm and self.vllm_importance_sampling_correction))
 
     # TRL gathers rewards across processes inside this call; keep them for the objective.
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -78,41 +116,88 @@ class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         self._last_inputs = inputs  # RGR re-scores repairs with the same reward columns
+        self._features = None
+        if self.model.training and self.algorithm == "care" and not self.defer_objective \
+                and self._trl_computes_old_logps():
+            self._on_forward = self._keep_features  # TRL's old-log-prob forward is the first one
         output = super()._generate_and_score_completions(inputs)
+        self._on_forward = None
         if not self.model.training:
             return output
         return self.apply_objective(output)
 
+    def _keep_features(self, features: Features, inputs=None) -> None:
+        self._features = features
+
+    def _compute_loss(self, model, inputs):
+        if "care_row" in inputs:  # deferred objective: run it inside this forward
+            self._on_forward = lambda features: self._deferred_objective(features, inputs)
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._on_forward = None
+
     # ------------------------------------------------------------------ objective
     def apply_objective(self, output: dict) -> dict:
-        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
-        spans = self.span_finder.find(completion_ids, completion_mask)
-        rewards, correct = self._gathered_rewards()
-        group = self.num_generations
-        think_rank = think_len_for_ranking(spans.think_len, spans.response_len)
+        if self.algorithm != "care":
+            return self._baseline_signal(output)
+        if self.defer_objective:  # remember each row's place: TRL shuffles rows before the loss
+            output["care_row"] = torch.arange(output["completion_ids"].size(0), device=output["completion_ids"].device)
+            return output
+        features = self._features or self._rollout_features(output)
+        self._features = None
+        self._care_step(output, features)
+        return output
 
-        if self.algorithm == "care":
-            embeddings, logprob_sum = self._rollout_features(output, spans)
-            gathered = self._gather(think_rank, spans.answer_len, embeddings, logprob_sum)
-            think_all, answer_all, emb_all, logp_all = (t.view(-1, group, *t.shape[1:]) for t in gathered)
-            generator = torch.Generator().manual_seed(self.care_seed * 1_000_003 + self.state.global_step)
-            selection = select_subgroups(correct.view(-1, group), rewards.view(-1, group), think_all, answer_all,
-                                         emb_all.float(), logp_all.float(), self.care_config, generator=generator)
-            outcome = repair_reward = None
-            if self.rgr.enabled:
-                repairs = self._repair(output, selection, group)
-                outcome, repair_reward = repairs.outcome, repairs.reward
-                spans = self.span_finder.find(output["completion_ids"], output["completion_mask"])
-            result = score_subgroups(selection, rewards.view(-1, group), self.care_config, outcome, repair_reward)
-            self._hand_back(output, result, spans)
-        else:
-            (think_all,) = self._gather(think_rank)
-            think_all = think_all.view(-1, group)
-            result = grpo_advantages(rewards.view(-1, group), correct.view(-1, group))
+    def _deferred_objective(self, features: Features, inputs: dict) -> None:
+        """Objective between the loss forward and the loss: write advantages, KL reference and normaliser."""
+        order = inputs["care_row"]
+        self._care_step(inputs, features, order=order)
+        if "ref_per_token_logps" in inputs:  # outside the subgroup: KL against itself, zero loss and gradient
+            outside = ~inputs["tool_mask"].bool().any(dim=1)
+            ref = inputs["ref_per_token_logps"].clone()
+            ref[outside] = features.per_token_logps[outside].to(ref.dtype)
+            inputs["ref_per_token_logps"] = ref
+
+    def _care_step(self, output: dict, features: Features, order: torch.Tensor | None = None) -> None:
+        """Subgroups, RGR, scoring, hand-back and signal logging for one generation batch.
+
+        `order[i]` is the generation-order row of the batch's row i (deferred path); None: same order.
+        """
+        group = self.num_generations
+        spans = features.spans
+        rewards, correct = self._gathered_rewards()
+        local = [think_len_for_ranking(spans.think_len, spans.response_len), spans.answer_len,
+                 features.embeddings, features.logprob_sum]
+        if order is not None:
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel(), device=order.device)
+            local = [t[inverse.to(t.device)] for t in local]
+        think_all, answer_all, emb_all, logp_all = (t.view(-1, group, *t.shape[1:]) for t in self._gather(*local))
+        generator = torch.Generator().manual_seed(self.care_seed * 1_000_003 + self.state.global_step)
+        selection = select_subgroups(correct.view(-1, group), rewards.view(-1, group), think_all, answer_all,
+                                     emb_all.float(), logp_all.float(), self.care_config, generator=generator)
+        outcome = repair_reward = None
+        if self.rgr.enabled:
+            repairs = self._repair(output, selection, group)
+            outcome, repair_reward = repairs.outcome, repairs.reward
+            spans = self.span_finder.find(output["completion_ids"], output["completion_mask"])
+        result = score_subgroups(selection, rewards.view(-1, group), self.care_config, outcome, repair_reward)
+        self._hand_back(output, result, spans, order)
         self.last_objective = result
-        metrics = signal_metrics(result, correct.view(-1, group), think_len=think_all.view(-1, group),
-                                 k_hist=self.care_config.k)
-        self._log_signal(metrics)
+        self._log_signal(signal_metrics(result, correct.view(-1, group), think_len=think_all,
+                                        k_hist=self.care_config.k))
+
+    def _baseline_signal(self, output: dict) -> dict:
+        """GRPO / DAPO / GSPO keep TRL's advantages; log the same signal metrics on them."""
+        spans = self.span_finder.find(output["completion_ids"], output["completion_mask"])
+        rewards, correct = self._gathered_rewards()
+        (think_all,) = self._gather(think_len_for_ranking(spans.think_len, spans.response_len))
+        group = self.num_generations
+        result = grpo_advantages(rewards.view(-1, group), correct.view(-1, group))
+        self.last_objective = result
+        self._log_signal(signal_metrics(result, correct.view(-1, group), think_len=think_all.view(-1, group),
+                                        k_hist=self.care_config.k))
         return output
 
     def _gathered_rewards(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,13 +216,14 @@ class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
         start = self.accelerator.process_index * batch
         return slice(start, start + batch)
 
-    def _hand_back(self, output: dict, result, spans: Spans) -> None:
+    def _hand_back(self, output: dict, result, spans: Spans, order: torch.Tensor | None = None) -> None:
         """Local per-token advantages; rollouts outside the subgroup leave the loss and its normaliser."""
         completion_mask = output["completion_mask"]
         local = self._process_slice(completion_mask.size(0))
-        advantages = result.advantages.reshape(-1)[local].to(completion_mask.device)
-        in_subgroup = result.in_subgroup.reshape(-1)[local].to(completion_mask.device)
-        positive = result.verifier_positive.reshape(-1)[local].to(completion_mask.device)
+        rows = slice(None) if order is None else order.cpu()
+        advantages, in_subgroup, positive = (
+            t.reshape(-1)[local][rows].to(completion_mask.device)
+            for t in (result.advantages, result.in_subgroup, result.verifier_positive))
         tool_mask = output.get("tool_mask")  # RGR's with_prefix rows: the repair context is not trained
         trained = completion_mask if tool_mask is None else completion_mask * tool_mask
         output["advantages"] = token_advantages(advantages, spans.think, spans.answer, trained, positive,
@@ -148,11 +234,26 @@ class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
 
     # ------------------------------------------------------------------ features
     @torch.no_grad()
-    def _rollout_features(self, output: dict, spans: Spans) -> tuple[torch.Tensor, torch.Tensor]:
-        """Old-policy summed log-prob and think-span mean-pooled last hidden state, from one forward."""
-        prompt_ids, completion_ids = output["prompt_ids"], output["completion_ids"]
-        completion_mask = output["completion_mask"]
-        width = completion_ids.size(1)
+    def _rollout_features(self, output: dict) -> Features:
+        """One no-grad old-policy forward, for when no forward TRL runs anyway can carry the features."""
+        self._on_forward = self._keep_features
+        try:
+            self._get_per_token_logps_and_entropies(
+                self.model, torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1),
+                torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1), output["completion_ids"].size(1),
+                batch_size=self.args.per_device_train_batch_size, **forward_kwargs(output))
+        finally:
+            self._on_forward = None
+        return self._features
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        """TRL's forward; when armed, also pools last hidden states over each rollout's think span."""
+        on_forward, self._on_forward = self._on_forward, None  # one forward per arming
+        if on_forward is None:
+            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                              *args, **kwargs)
+        completion_mask = attention_mask[:, -logits_to_keep:]
+        spans = self.span_finder.find(input_ids[:, -logits_to_keep:], completion_mask)
         # pool over the think span; a rollout without one pools over its whole response (spec section 2)
         has_think = spans.think.any(dim=1, keepdim=True)
         weights = torch.where(has_think, spans.think, completion_mask.bool()).float()
@@ -163,21 +264,20 @@ class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
             start, done_rows[0] = done_rows[0], done_rows[0] + hidden.size(0)
             w = weights[start:done_rows[0]].to(hidden.device)
-            summed = (hidden[:, -width:].float() * w.unsqueeze(-1)).sum(dim=1)
+            summed = (hidden[:, -logits_to_keep:].detach().float() * w.unsqueeze(-1)).sum(dim=1)
             pooled.append(summed / w.sum(dim=1, keepdim=True).clamp(min=1.0))
 
         norm = self.accelerator.unwrap_model(self.model).get_decoder().norm
         handle = norm.register_forward_hook(pool_hook)
         try:
-            logps, _, _ = self._get_per_token_logps_and_entropies(
-                self.model, torch.cat([prompt_ids, completion_ids], dim=1),
-                torch.cat([output["prompt_mask"], completion_mask], dim=1), width,
-                batch_size=self.args.per_device_train_batch_size, **forward_kwargs(output),
-            )
+            result = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                                *args, **kwargs)
         finally:
             handle.remove()
-        embeddings = torch.nn.functional.normalize(torch.cat(pooled), dim=-1)
-        return embeddings, (logps * completion_mask).sum(dim=1)
+        logps = result[0].detach()
+        on_forward(Features(spans, torch.nn.functional.normalize(torch.cat(pooled), dim=-1),
+                            (logps * completion_mask).sum(dim=1), logps))
+        return result
 
     def _log_signal(self, metrics: dict[str, float]) -> None:
         mode = "train"
