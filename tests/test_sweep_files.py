@@ -273,3 +273,42 @@ def test_a_non_care_run_is_labelled_by_its_algorithm_whatever_rgr_it_composed():
     RGR only runs for CARE, so the tables must still call it GRPO, not 'GRPO + RGR'."""
     cfg = to_config(compose_config(["algorithm=grpo"]))
     assert cfg.rgr.enabled and method_label(cfg.algorithm.name, cfg.rgr.enabled) == "GRPO"
+
+
+def test_default_care_is_one_run_shared_by_every_sweep():
+    """CARE with default options on Qwen2.5-VL-7B is a cell of every sweep, under one run_key:
+    collect keeps one of them and every sweep's table may use it (the `sweeps` column)."""
+    default = Config().care
+    keys = {}
+    for name in SWEEPS:
+        _, cells = sweep_jobs(name, "full")
+        keys[name] = {run_key(cfg) for cfg in cells.values()
+                      if cfg.backbone.name == "qwen2_5_vl_7b" and cfg.algorithm.name == "care"
+                      and rgr_level(cfg) == "cue" and cfg.care == default}
+    assert all(len(found) == 1 for found in keys.values()), keys
+    assert len(set.union(*keys.values())) == 1
+
+
+def test_experiments_entry_for_every_sweep():
+    """experiments/<name>.md pairs the sweep's commands (full, toy) with the analysis call."""
+    index = (ROOT / "experiments" / "README.md").read_text()
+    for name in SWEEPS:
+        entry = (ROOT / "experiments" / f"{name}.md").read_text()
+        assert f"python run.py sweep={name} " in entry and f"python run.py sweep={name} scale=toy" in entry
+        assert f"python -m analysis.paper --runs multirun/full/{name} " in entry
+        assert f"python -m analysis.paper --runs multirun/toy/{name} " in entry
+        assert f"({name}.md)" in index
+        for figure, (sweep, _) in ALL_FIGURES.items():
+            assert (f"`{figure}`" in entry) == (sweep == name), (name, figure)
+
+
+def test_paper_command_renders_every_toy_sweep(tmp_path):
+    """`python -m analysis.paper --runs multirun/toy --seeds 3` on runs shaped like all toy sweeps."""
+    from analysis.paper import main
+
+    for name in SWEEPS:
+        write_sweep_runs(tmp_path / "runs" / name, name, "toy")
+    out = tmp_path / "paper"
+    assert main(["--runs", str(tmp_path / "runs"), "--out", str(out), "--seeds", "3"]) == 0
+    assert sorted(p.stem for p in (out / "tables").glob("*.md")) == sorted(ALL_TABLES)
+    assert sorted(p.stem for p in (out / "figures").glob("*.png")) == sorted(ALL_FIGURES)
