@@ -1,10 +1,14 @@
-"""Per-step wall time of CARE (RGR off) vs GRPO on the same tiny backbone, data and seeds.
+"""Per-step wall time of CARE (RGR off), CARE + RGR and GRPO on the same tiny backbone, data, seeds.
 
-Both trainers are built once; steps alternate GRPO, CARE, GRPO, ... with the same sampling
-seed per round, so drift in machine load hits both alike. Both use the same loss settings
-(beta = 0, same clip range): the ratio isolates what CARE adds (span finding, one no-grad
-forward for hidden states and old log-probs, the objective), not a KL term.
-Last line: {"grpo_step_s": .., "care_step_s": .., "ratio": ..}. Goal: ratio <= 1.10.
+The trainers are built once; steps alternate GRPO, CARE, CARE + RGR, GRPO, ... with the same
+sampling seed per round, so drift in machine load hits all alike. All use the same loss
+settings (beta = 0, same clip range): the ratios isolate what CARE adds (span finding, the
+hidden states read from the loss forward, the objective) and what RGR adds (the features
+forward RGR needs before the batch is final, one repair decode, the re-score and splice).
+Last line: {"grpo_step_s": .., "care_step_s": .., "ratio": .., "care_rgr_step_s": .., "rgr_ratio": ..}.
+Goals: ratio <= 1.10, rgr_ratio <= 1.35 (G = 8). The untrained tiny policy never emits EOS, so
+every decode spends its whole budget: repairs get the rollouts' budget (--max-completion), not
+RGR's default 512, or the benchmark would time a policy that never stops rather than RGR.
 """
 
 from __future__ import annotations
@@ -59,10 +63,14 @@ def main() -> None:
     from tests.trainer_helpers import build_tiny_trainer, parity_reward, tiny_config
 
     cache = Path(os.environ.get("CARE_BENCH_CACHE", ROOT / ".cache" / "care"))
+    from care.config import RGRConfig
+
     trainers = {}
-    for name in ("grpo", "care"):
-        cfg = tiny_config(cache, name, steps=args.steps + args.warmup, prompts_per_step=args.prompts,
-                          num_generations=args.generations, max_completion_length=args.max_completion)
+    for name in ("grpo", "care", "care_rgr"):
+        algorithm = "grpo" if name == "grpo" else "care"
+        cfg = tiny_config(cache, algorithm, steps=args.steps + args.warmup, prompts_per_step=args.prompts,
+                          num_generations=args.generations, max_completion_length=args.max_completion,
+                          rgr=RGRConfig(enabled=name == "care_rgr", max_new_tokens=args.max_completion))
         cfg.algorithm = replace(cfg.algorithm, beta=0.0, epsilon_high=0.3, loss_type="dapo")
         cfg.data = replace(cfg.data, train_size=512)
         trainer = build_tiny_trainer(cfg, Path(tempfile.mkdtemp()), reward_funcs=(parity_reward,))
@@ -77,11 +85,15 @@ def main() -> None:
             elapsed = timed_step(trainer, batches)
             if round_index >= args.warmup:
                 times[name].append(elapsed)
-    grpo, care = statistics.median(times["grpo"]), statistics.median(times["care"])
-    print(f"grpo steps: {[round(t, 3) for t in times['grpo']]}")
-    print(f"care steps: {[round(t, 3) for t in times['care']]}")
-    print(json.dumps({"grpo_step_s": round(grpo, 4), "care_step_s": round(care, 4), "ratio": round(care / grpo, 3),
-                      "steps": args.steps, "rollouts_per_step": args.prompts * args.generations}))
+    median = {name: statistics.median(values) for name, values in times.items()}
+    for name, values in times.items():
+        print(f"{name} steps: {[round(t, 3) for t in values]}")
+    print(f"rgr attempts per step: {trainers['care_rgr'][0]._metrics['train']['rgr/attempts']}")
+    grpo = median["grpo"]
+    print(json.dumps({"grpo_step_s": round(grpo, 4), "care_step_s": round(median["care"], 4),
+                      "ratio": round(median["care"] / grpo, 3), "care_rgr_step_s": round(median["care_rgr"], 4),
+                      "rgr_ratio": round(median["care_rgr"] / grpo, 3), "steps": args.steps,
+                      "rollouts_per_step": args.prompts * args.generations}))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def cold_start_key(cfg: Config, backbone_source: str) -> str:
     data = (cfg.data.name, cfg.data.seed, cfg.data.grid, cfg.data.cell_px)
-    return config_hash("cold_start/v2", cfg.backbone.name, backbone_source, data, cfg.cold_start, cfg.seed)
+    return config_hash("cold_start/v3", cfg.backbone.name, backbone_source, data, cfg.cold_start, cfg.seed)
 
 
 def demonstration_rows(records, num_demos: int, reflection_fraction: float, answer_slip: float,

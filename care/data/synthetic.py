@@ -66,15 +66,18 @@ def reasoning(board: list[list[str]], question: str, mark: int) -> str:
 def demonstration(record: Record, rng: random.Random, reflect: bool, slip: bool = False) -> str:
     """A target response.
 
-    `reflect`: a wrong conclusion, then the structured repair cue before </think>, then the
-    corrected answer: exactly an RGR repair context (`care.repair.repair_context`) completed well.
+    `reflect`: the structured repair cue before </think>, then the verified answer: exactly an
+    RGR repair context (`care.repair.repair_context`) completed well. Half of these traces
+    conclude wrongly before the cue and half rightly, so the cue teaches "re-derive the answer
+    from the reading", not "change whatever came before" (which would undo a correct conclusion
+    whose only error was the final answer, the commonest near-miss here).
     `slip`: sound reasoning but a different final answer, the imperfect-teacher noise that
     a cold start inherits and that verified-reward RL can remove.
     """
     think = reasoning(record.meta["board"], record.question, record.meta["mark"])
     if reflect:
-        wrong = _wrong_answer(record, rng)
-        think = think.rsplit(" ", 1)[0] + f" {wrong}" + CUE_TEMPLATES["structured"]
+        conclusion = _wrong_answer(record, rng) if rng.random() < 0.5 else record.answer
+        think = think.rsplit(" ", 1)[0] + f" {conclusion}" + CUE_TEMPLATES["structured"]
     answer = _wrong_answer(record, rng) if slip else record.answer
     return f"<think>{think}</think><answer>{answer}</answer>"
 

@@ -24,7 +24,7 @@ from care.data.synthetic import tokenizer_corpus
 from care.models.loading import save_pretrained_atomic
 from care.models.processors import IMAGE_ONLY_PROCESSORS
 
-BUILD_VERSION = 2  # bump when the builder changes what it writes
+BUILD_VERSION = 3  # bump when the builder changes what it writes
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
 # Response tags stay ordinary text, as in the real Qwen vocabularies, so tag handling is tested honestly.

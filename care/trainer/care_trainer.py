@@ -108,6 +108,21 @@ class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
         return (self.args.gradient_accumulation_steps % generate_every != 0
                 or (self.use_vllm and self.vllm_importance_sampling_correction))
 
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Resume with the checkpoint's weights, every one of them.
+
+        HF Trainer loads a checkpoint's raw safetensors keys with strict=False; transformers 5
+        saves Qwen-VL weights under their original hub names (model.layers.*), which match none
+        of the in-memory names (model.language_model.layers.*), so a resumed run silently kept
+        its initial weights. from_pretrained maps the names; strict=True makes a miss an error.
+        """
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled or hasattr(target, "peft_config"):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        loaded = type(target).from_pretrained(resume_from_checkpoint, dtype=next(target.parameters()).dtype)
+        target.load_state_dict(loaded.state_dict(), strict=True)
+        del loaded
+
     # TRL gathers rewards across processes inside this call; keep them for the objective.
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -117,6 +132,12 @@ class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         self._last_inputs = inputs  # RGR re-scores repairs with the same reward columns
         self._features = None
+        if self.model.training:
+            # Sampling depends on (seed, step, rank) only, not on how the process got here: a run
+            # resumed from a checkpoint draws exactly the rollouts an uninterrupted run draws
+            # (restoring the RNG state alone is off by the draws the resumed dataloader makes).
+            torch.manual_seed((self.care_seed * 1_000_003 + self.state.global_step) * 1_009
+                              + self.accelerator.process_index + 1)
         if self.model.training and self.algorithm == "care" and not self.defer_objective \
                 and self._trl_computes_old_logps():
             self._on_forward = self._keep_features  # TRL's old-log-prob forward is the first one
