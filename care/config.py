@@ -303,8 +303,14 @@ class EvalConfig:
     batch_size: int = 32
     do_sample: bool = True
     temperature: float = 1.0
+    engine: str = "hf"  # vllm: the offline engine (task=eval on GPU machines, `vllm` extra)
+    vllm_gpu_memory_utilization: float = 0.9
+    vllm_tensor_parallel_size: int = 1
 
     def __post_init__(self) -> None:
+        check_choice("eval.engine", self.engine, ROLLOUT_ENGINES)
+        check_range("eval.vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization, 0.0, 1.0, low_open=True)
+        check_range("eval.vllm_tensor_parallel_size", self.vllm_tensor_parallel_size, 1)
         check_range("eval.max_new_tokens", self.max_new_tokens, 1)
         check_range("eval.batch_size", self.batch_size, 1)
         check_range("eval.temperature", self.temperature, 0.0, low_open=True)
@@ -354,4 +360,7 @@ class Config:
 
     def __post_init__(self) -> None:
         check_choice("task", self.task, TASKS)
+        if self.task == "train" and self.eval.engine == "vllm":
+            raise ValueError("eval.engine='vllm' applies to task=eval; a training run's before/after check scores "
+                             "the policy in memory with HF generate (eval.engine=hf)")
         check_range("threads", self.threads, 1)

@@ -123,12 +123,17 @@ def preflight(cfg: Config) -> None:
     """Cheap checks that must fail before any work is queued (e.g. unreachable weights)."""
     import importlib.util
 
-    if cfg.rollout.engine == "vllm":
+    engines = {"rollout.engine": (cfg.rollout.engine, "rollout=hf")}
+    if cfg.task == "eval":
+        engines["eval.engine"] = (cfg.eval.engine, "eval.engine=hf")
+    for key, (engine, fallback) in engines.items():
+        if engine != "vllm":
+            continue
         if importlib.util.find_spec("vllm") is None:
-            raise ValueError("rollout.engine='vllm' needs the vllm extra (GPU machines): pip install -e '.[vllm]'; "
-                             "or use rollout=hf")
+            raise ValueError(f"{key}='vllm' needs the vllm extra (GPU machines): pip install -e '.[vllm]'; "
+                             f"or use {fallback}")
         if not torch.cuda.is_available():
-            raise ValueError("rollout.engine='vllm' needs a CUDA GPU; on CPU use rollout=hf")
+            raise ValueError(f"{key}='vllm' needs a CUDA GPU; on CPU use {fallback}")
     if cfg.backbone.tiny is None and not cfg.checkpoint:
         from care.models import resolve_backbone
         resolve_backbone(cfg.backbone, cfg.cache_dir)

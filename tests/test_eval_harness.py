@@ -59,3 +59,66 @@ def test_a_bad_checkpoint_or_benchmark_name_is_refused(tmp_path):
     assert result.returncode == 2 and "checkpoint=" in result.stderr
     result = _run("eval.benchmarks=[mathvista,imagenet]", f"hydra.run.dir={tmp_path}/b")
     assert result.returncode == 2 and "imagenet" in result.stderr and "mathvista" in result.stderr
+
+
+class _FakeLLM:
+    """Stands in for vllm.LLM: records what the suite asks of it, answers every prompt the same."""
+
+    instances: list = []
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.calls = kwargs, []
+        _FakeLLM.instances.append(self)
+
+    def generate(self, requests, params, use_tqdm=True):
+        from types import SimpleNamespace
+        self.calls.append((requests, params))
+        return [SimpleNamespace(outputs=[SimpleNamespace(text="<think>x</think><answer>A</answer>")]) for _ in requests]
+
+
+def test_vllm_engine_gets_the_hf_prompts_images_and_sampling(tmp_path, cache_dir, monkeypatch):
+    """eval.engine=vllm: same prompt text and images as HF generate; each seed's sampling settings."""
+    import types
+
+    from care.config import Config, EvalConfig, EvalPaths
+    from care.evaluation.harness import benchmark_records, run_eval
+    from care.evaluation.protocol import prompt_texts
+    from care.models import load_processor, resolve_backbone
+    from care.tracking import RunFiles
+
+    fake = types.ModuleType("vllm")
+    fake.LLM = _FakeLLM
+    fake.SamplingParams = lambda **kwargs: kwargs
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    _FakeLLM.instances.clear()
+    paths = EvalPaths(mmmu=str(ROOT / "tests/fixtures/mmmu"), mathvista=str(ROOT / "tests/fixtures/mathvista"))
+    cfg = Config(task="eval", cache_dir=str(cache_dir),
+                 eval=EvalConfig(benchmarks=["mmmu", "mathvista"], paths=paths, seeds=[3, 4], engine="vllm",
+                                 max_new_tokens=20, temperature=0.7))
+    result = run_eval(cfg, RunFiles(tmp_path))
+    (llm,) = _FakeLLM.instances
+    source = resolve_backbone(cfg.backbone, cfg.cache_dir)
+    assert llm.kwargs["model"] == str(source) and llm.kwargs["limit_mm_per_prompt"]["image"] >= 1
+    processor = load_processor(source, cfg.backbone.family)
+    records = benchmark_records(cfg, "mmmu") + benchmark_records(cfg, "mathvista")
+    requests = [r for call, _ in llm.calls for r in call]
+    assert len(llm.calls) == 4  # 2 seeds x 2 benchmarks
+    assert [r["prompt"] for r in requests[: len(records)]] == prompt_texts(processor, records)
+    assert all(len(r["multi_modal_data"]["image"]) == len(rec.images)
+               for r, rec in zip(requests, records, strict=False) if rec.images)
+    assert [params["seed"] for _, params in llm.calls] == [3, 3, 4, 4]
+    assert {params["temperature"] for _, params in llm.calls} == {0.7}
+    assert {params["max_tokens"] for _, params in llm.calls} == {20}
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "mmmu-seed3.jsonl").read_text().splitlines()]
+    assert all(r["response"] == "<think>x</think><answer>A</answer>" and r["parsed"] == "A" for r in rows)
+    assert result["after"]["n"] == len(records)
+
+
+def test_vllm_engine_is_refused_where_it_cannot_run(tmp_path):
+    result = _run("eval.engine=vllm", f"hydra.run.dir={tmp_path / 'job'}")
+    assert result.returncode == 2
+    assert "eval.engine='vllm'" in result.stderr and "eval.engine=hf" in result.stderr
+    training = subprocess.run([sys.executable, "run.py", "eval.engine=vllm", f"hydra.run.dir={tmp_path / 'train'}"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert training.returncode == 2 and "applies to task=eval" in training.stderr
+    assert not (tmp_path / "train" / "run.json").exists()

@@ -62,8 +62,19 @@ def run_eval(cfg: Config, files: RunFiles) -> dict:
     from care.tracking import write_json_atomic
 
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
-    model, processor, source = load_backbone(cfg.backbone, cache_dir, source=cfg.checkpoint)
     benchmarks = {name: benchmark_records(cfg, name) for name in cfg.eval.benchmarks}
+    if cfg.eval.engine == "vllm":
+        from care.evaluation.protocol import VllmEngine
+        from care.models import load_processor, resolve_backbone
+
+        source = cfg.checkpoint or resolve_backbone(cfg.backbone, cache_dir)
+        processor = load_processor(source, cfg.backbone.family)
+        max_images = max((len(r.images) for records in benchmarks.values() for r in records), default=1)
+        model = VllmEngine(source, dtype=cfg.backbone.dtype, max_images=max(1, max_images),
+                           gpu_memory_utilization=cfg.eval.vllm_gpu_memory_utilization,
+                           tensor_parallel_size=cfg.eval.vllm_tensor_parallel_size)
+    else:
+        model, processor, source = load_backbone(cfg.backbone, cache_dir, source=cfg.checkpoint)
     metrics = {**score(model, processor, benchmarks, cfg.eval, files.dir / "eval"), "checkpoint": source}
     write_json_atomic(files.dir / "eval_metrics.json", metrics)
     return {"after": flat(metrics), "eval": metrics}

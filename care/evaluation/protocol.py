@@ -1,7 +1,9 @@
 """Evaluation: one prompt template, one pass, greedy (or seeded sampling), same verifier.
 
-Generation goes through HF `generate` in left-padded batches. Per-sample results carry
-everything needed to audit a score (response, parsed answer, gold, correct).
+Generation goes through HF `generate` in left-padded batches, or through vLLM's offline
+engine on GPU machines (`eval.engine=vllm`, `VllmEngine`) with the same chat-templated
+prompts and images. Per-sample results carry everything needed to audit a score (response,
+parsed answer, gold, correct).
 """
 
 from __future__ import annotations
@@ -21,16 +23,45 @@ def _messages(record: Record) -> list[dict]:
     return [{"role": "user", "content": content}]
 
 
+def prompt_texts(processor, records: list[Record]) -> list[str]:
+    return [processor.apply_chat_template(_messages(r), add_generation_prompt=True, tokenize=False) for r in records]
+
+
+class VllmEngine:
+    """vLLM's offline engine over a saved model directory (GPU machines, the `vllm` extra).
+
+    Takes the place of the HF model in `evaluate`: same prompt text, same images, sampled at
+    `cfg.temperature` with the pass's seed, or greedy (temperature 0) when `do_sample` is off.
+    """
+
+    def __init__(self, model_path: str, dtype: str = "bfloat16", max_images: int = 1,
+                 gpu_memory_utilization: float = 0.9, tensor_parallel_size: int = 1):
+        from vllm import LLM  # lazy: CPU installs never need vllm
+
+        self.llm = LLM(model=str(model_path), dtype=dtype, limit_mm_per_prompt={"image": max_images},
+                       gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size)
+
+    def generate(self, texts: list[str], images: list[list], cfg: EvalConfig, seed: int) -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=cfg.temperature if cfg.do_sample else 0.0, max_tokens=cfg.max_new_tokens,
+                                seed=seed)
+        requests = [{"prompt": text, **({"multi_modal_data": {"image": list(imgs)}} if imgs else {})}
+                    for text, imgs in zip(texts, images, strict=True)]
+        return [output.outputs[0].text for output in self.llm.generate(requests, params, use_tqdm=False)]
+
+
 @torch.no_grad()
 def generate_responses(model, processor, records: list[Record], cfg: EvalConfig, seed: int = 0) -> list[str]:
+    if isinstance(model, VllmEngine):
+        return model.generate(prompt_texts(processor, records), [r.images for r in records], cfg, seed)
     was_training = model.training
     model.eval()
     torch.manual_seed(seed)
     responses: list[str] = []
     for start in range(0, len(records), cfg.batch_size):
         batch = records[start:start + cfg.batch_size]
-        texts = [processor.apply_chat_template(_messages(r), add_generation_prompt=True, tokenize=False)
-                 for r in batch]
+        texts = prompt_texts(processor, batch)
         images = [r.images for r in batch] if any(r.images for r in batch) else None
         inputs = processor(text=texts, images=images, return_tensors="pt", padding=True).to(model.device)
         sampling = {"do_sample": True, "temperature": cfg.temperature} if cfg.do_sample else {"do_sample": False}
