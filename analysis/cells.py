@@ -160,7 +160,8 @@ def score_columns(frame: pd.DataFrame, prefix: str = "after.") -> list[str]:
     """Benchmark columns in the paper's order (others sorted after), then macro."""
     present = [c[len(prefix):] for c in frame if c.startswith(prefix) and frame[c].notna().any()]
     benches = [b for b in paper.BENCHMARKS if b in present]
-    benches += sorted(b for b in present if b not in paper.BENCHMARKS and b not in ("macro", "n"))
+    # final.json also carries the macro's std over eval seeds, the sample count and the seed list
+    benches += sorted(b for b in present if b not in paper.BENCHMARKS and b not in ("macro", "n", "macro_std", "seeds"))
     return [prefix + b for b in benches] + ([prefix + "macro"] if "macro" in present else [])
 
 

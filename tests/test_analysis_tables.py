@@ -244,3 +244,14 @@ def test_two_backbones_keep_a_backbone_column_and_bold_within_each(tmp_path):
     assert cell_text(table, "Macro", Backbone="Qwen2.5-VL-3B", Method="CARE") == ("50.00", "bold")
     assert cell_text(table, "Macro", Backbone="Qwen2.5-VL-7B", Method="GRPO") == ("60.00", "bold")
     assert cell_text(table, "Macro", Backbone="Qwen2.5-VL-3B", Method="GRPO (paper)") == ("38.83", "italic")
+
+
+def test_score_columns_skip_the_bookkeeping_fields_final_json_carries():
+    """final.json's `after` block also has macro_std, n and the eval seed list: none is a benchmark."""
+    import pandas as pd
+
+    from analysis.cells import score_columns
+
+    frame = pd.DataFrame({"after.synthetic": [50.0], "after.macro": [50.0], "after.macro_std": [1.2],
+                          "after.n": [256], "after.seeds": ["[0, 1, 2]"]})
+    assert score_columns(frame) == ["after.synthetic", "after.macro"]
