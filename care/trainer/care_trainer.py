@@ -134,8 +134,8 @@ class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
         self._features = None
         if self.model.training:
             # Sampling depends on (seed, step, rank) only, not on how the process got here: a run
-            # resumed from a checkpoint draws exactly the rollouts an uninterrupted run draws
-            # (restoring the RNG state alone is off by the draws the resumed dataloader makes).
+            # resumed from a checkpoint draws exactly the rollouts an uninterrupted run draws,
+            # whatever else consumed random numbers before this step in either process.
             torch.manual_seed((self.care_seed * 1_000_003 + self.state.global_step) * 1_009
                               + self.accelerator.process_index + 1)
         if self.model.training and self.algorithm == "care" and not self.defer_objective \
@@ -147,7 +147,7 @@ class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
             return output
         return self.apply_objective(output)
 
-    def _keep_features(self, features: Features, inputs=None) -> None:
+    def _keep_features(self, features: Features) -> None:
         self._features = features
 
     def _compute_loss(self, model, inputs):
