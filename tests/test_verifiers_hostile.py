@@ -134,6 +134,17 @@ def test_workers_that_died_while_idle_are_replaced_without_losing_answers() -> N
         pool.close()
 
 
+def test_workers_killed_while_booting_are_replaced_not_reported_as_setup_errors() -> None:
+    pool = VerifierPool(workers=2)
+    try:
+        for pid in pool.worker_pids():  # before either has said it is ready
+            os.kill(pid, signal.SIGKILL)
+        outcomes = pool.run([("\\frac{1}{2}", "0.5"), ("\\frac{1}{3}", "1/4")])
+        assert [outcome.correct for outcome in outcomes] == [True, False]
+    finally:
+        pool.close()
+
+
 def test_a_worker_crashing_mid_job_costs_that_answer_only() -> None:
     pool = VerifierPool(workers=1)
     try:

@@ -100,27 +100,35 @@ class _Worker:
         child_connection.close()
         self.ready = False
 
-    def wait_ready(self) -> None:
-        """Block until the worker has booted; a worker that cannot boot is a setup error, not a wrong answer."""
+    def wait_ready(self) -> bool:
+        """Block until the worker has booted; False when it was killed while booting.
+
+        A worker killed by a signal before it said ready (e.g. by an OOM killer or a test) died like
+        any idle worker and is replaced; one that exits on its own cannot boot here, a setup error.
+        """
         if self.ready:
-            return
+            return True
         try:
             booted = self.connection.poll(_BOOT_TIMEOUT_S) and self.connection.recv() == _READY
         except (EOFError, OSError):
             booted = False
         if not booted:
+            self.process.join(timeout=5.0)
+            killed = self.process.exitcode is not None and self.process.exitcode < 0
             self.stop(kill=True)
+            if killed:
+                return False
             raise WorkerStartError(
                 "a verifier worker failed to start. With the 'forkserver'/'spawn' start methods the main "
                 "script is re-imported in workers, so it must guard its entry point with "
                 "`if __name__ == '__main__':`; see the worker's traceback above."
             )
         self.ready = True
+        return True
 
     def send(self, job: tuple[str, str]) -> bool:
-        """Hand over a job; False when the (booted) worker has died."""
-        self.wait_ready()
-        if not self.process.is_alive():
+        """Hand over a job; False when the worker has died (booted or not)."""
+        if not self.wait_ready() or not self.process.is_alive():
             return False
         try:
             self.connection.send(job)
