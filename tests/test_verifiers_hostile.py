@@ -134,11 +134,25 @@ def test_workers_that_died_while_idle_are_replaced_without_losing_answers() -> N
         pool.close()
 
 
+def _wait_until_gone(pids, limit_s: float = 5.0) -> None:
+    """SIGKILL is asynchronous: wait until the processes are reaped."""
+    deadline = time.monotonic() + limit_s
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.01)
+
+
 def test_workers_killed_while_booting_are_replaced_not_reported_as_setup_errors() -> None:
     pool = VerifierPool(workers=2)
     try:
-        for pid in pool.worker_pids():  # before either has said it is ready
+        pids = pool.worker_pids()
+        for pid in pids:  # before either has said it is ready
             os.kill(pid, signal.SIGKILL)
+        _wait_until_gone(pids)
         outcomes = pool.run([("\\frac{1}{2}", "0.5"), ("\\frac{1}{3}", "1/4")])
         assert [outcome.correct for outcome in outcomes] == [True, False]
     finally:

@@ -128,7 +128,9 @@ class _Worker:
 
     def send(self, job: tuple[str, str]) -> bool:
         """Hand over a job; False when the worker has died (booted or not)."""
-        if not self.wait_ready() or not self.process.is_alive():
+        # an idle worker has nothing to say: anything readable is the end-of-file of one that died
+        # (the pipe shows the death before the process handle does)
+        if not self.wait_ready() or not self.process.is_alive() or self.connection.poll(0):
             return False
         try:
             self.connection.send(job)
