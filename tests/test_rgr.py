@@ -196,7 +196,8 @@ def test_engine_importance_ratio_and_old_logps_are_set_for_spliced_rows(cache_di
     output["old_per_token_logps"] = torch.zeros(batch, width)
     output["importance_sampling_ratio"] = torch.full((batch, width), 0.5)  # as vLLM's token-level correction
     tokens = trainer.processing_class.tokenizer.encode("red</answer>", add_special_tokens=False)[:3]
-    trainer._splice(output, [1], ["<think>x</think><answer>"], [tokens])
+    context = trainer.processing_class.tokenizer.encode("<think>x</think><answer>", add_special_tokens=False)
+    trainer._splice(output, [1], [context], [tokens])
     assert (output["importance_sampling_ratio"][1] == 1.0).all()
     assert (output["importance_sampling_ratio"][0] == 0.5).all()
     assert (output["old_per_token_logps"][0] == 0).all()

@@ -223,7 +223,10 @@ class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
 
     def _gathered_rewards(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(weighted total reward, accuracy-correct) for every rollout of every process."""
-        per_func = self._rewards_per_func
+        return self._reward_totals(self._rewards_per_func)
+
+    def _reward_totals(self, per_func: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weighted total reward, accuracy-correct) per row of TRL's per-function rewards (CPU)."""
         weights = self.reward_weights.to(per_func.device)
         rewards = torch.nan_to_num((per_func * weights).nansum(dim=1), nan=0.0).float().cpu()
         accuracy = torch.nan_to_num(per_func[:, self.accuracy_reward_index], nan=0.0).cpu()

@@ -76,7 +76,8 @@ class ReflectionResampler:
 
         padded = mine + [mine[0] if mine else 0] * (width - len(mine))
         contexts = [self._context_text(output, row) for row in padded]
-        continuations = self._decode_repairs(padded, contexts)
+        context_ids = [self._tokenizer.encode(context, add_special_tokens=False) for context in contexts]
+        continuations = self._decode_repairs(padded, context_ids)
         texts = [context + self._tokenizer.decode(ids, skip_special_tokens=True)
                  for context, ids in zip(contexts, continuations, strict=True)]
         per_func = self._score_repairs(padded, texts, continuations)  # [world * width, funcs], gathered
@@ -88,7 +89,7 @@ class ReflectionResampler:
                 outcome[group] = int(success[rank * width + slot])
                 reward[group] = float(total[rank * width + slot])
         if mine:
-            self._splice(output, mine, contexts[: len(mine)], continuations[: len(mine)])
+            self._splice(output, mine, context_ids[: len(mine)], continuations[: len(mine)])
         return RepairBatch(outcome, reward)
 
     # ------------------------------------------------------------------ context and decode
@@ -105,10 +106,9 @@ class ReflectionResampler:
         ids = self._tokenizer.encode(self.rgr.cue_string, add_special_tokens=False)[: self.rgr.max_cue_tokens]
         return self._tokenizer.decode(ids, skip_special_tokens=True)
 
-    def _decode_repairs(self, rows: list[int], contexts: list[str]) -> list[list[int]]:
-        """One generate call for all of this rank's repairs, through TRL's generation path."""
+    def _decode_repairs(self, rows: list[int], added: list[list[int]]) -> list[list[int]]:
+        """One generate call for all of this rank's repairs (prompt + context ids), through TRL's path."""
         prompt_ids, images, multimodal = self._tokenize_prompts([self._last_prompts[row] for row in rows])
-        added = [self._tokenizer.encode(context, add_special_tokens=False) for context in contexts]
         prompt_ids = [list(ids) + extra for ids, extra in zip(prompt_ids, added, strict=True)]
         for key, value in multimodal.items():  # per-token fields (mm_token_type_ids, ...): text tokens are 0
             if isinstance(value, list) and len(value) == len(rows) and all(isinstance(v, list) for v in value):
@@ -149,23 +149,19 @@ class ReflectionResampler:
         return GRPOTrainer._calculate_rewards(self, inputs, prompts, completions, continuations).cpu()
 
     def _repair_verdicts(self, per_func: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        weights = self.reward_weights.to(per_func.device)
-        total = torch.nan_to_num((per_func * weights).nansum(dim=1), nan=0.0).float()
-        if self.care_config.positive_by == "accuracy":
-            success = torch.nan_to_num(per_func[:, self.accuracy_reward_index], nan=0.0) > 0.5
-        else:
-            success = total > 0
-        return success, total
+        """(success, total reward) per repair, by the same rule the objective uses for rollouts."""
+        total, correct = self._reward_totals(per_func)
+        return (correct if self.care_config.positive_by == "accuracy" else total > 0), total
 
     # ------------------------------------------------------------------ splice
-    def _splice(self, output: dict, rows: list[int], contexts: list[str], continuations: list[list[int]]) -> None:
+    def _splice(self, output: dict, rows: list[int], context_ids: list[list[int]],
+                continuations: list[list[int]]) -> None:
         """Replace `rows` of the local batch by their repairs, widening the completion tensors if needed."""
         eos = self.eos_token_ids
         spliced, trainable = [], []
-        for context, ids in zip(contexts, continuations, strict=True):
+        for context, ids in zip(context_ids, continuations, strict=True):
             ids = ids or [eos[0]]  # an empty decode still ends the sequence
-            prefix = self._tokenizer.encode(context, add_special_tokens=False) \
-                if self.rgr.train_context == "with_prefix" else []
+            prefix = context if self.rgr.train_context == "with_prefix" else []
             spliced.append(prefix + ids)
             trainable.append([0] * len(prefix) + [1] * len(ids))
         width = max(output["completion_ids"].size(1), *(len(ids) for ids in spliced))
@@ -186,20 +182,18 @@ class ReflectionResampler:
     @torch.no_grad()
     def _rescore_logps(self, output: dict, rows: list[int]) -> None:
         """Old / reference / sampling log-probs of spliced rows on their new tokens; IS ratio 1 for them."""
-        needs = [key for key in ("old_per_token_logps", "ref_per_token_logps", "sampling_per_token_logps") if key in output]
         if "importance_sampling_ratio" in output:
             output["importance_sampling_ratio"][rows] = 1.0
-        if not needs:
+        policy_keys = [key for key in ("old_per_token_logps", "sampling_per_token_logps") if key in output]
+        if not policy_keys and "ref_per_token_logps" not in output:
             return
         subset = _select_rows(output, rows)
         args = (torch.cat([subset["prompt_ids"], subset["completion_ids"]], dim=1),
                 torch.cat([subset["prompt_mask"], subset["completion_mask"]], dim=1), subset["completion_ids"].size(1))
-        policy = None
-        if "old_per_token_logps" in output or "sampling_per_token_logps" in output:
+        if policy_keys:
             policy, _, _ = self._get_per_token_logps_and_entropies(self.model, *args, **forward_kwargs(subset))
-            for key in ("old_per_token_logps", "sampling_per_token_logps"):
-                if key in output:
-                    output[key][rows] = policy.to(output[key].dtype)
+            for key in policy_keys:
+                output[key][rows] = policy.to(output[key].dtype)
         if "ref_per_token_logps" in output:
             output["ref_per_token_logps"][rows] = self._reference_logps(args, subset).to(output["ref_per_token_logps"].dtype)
 
