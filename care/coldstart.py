@@ -46,27 +46,34 @@ def demonstration_rows(records, num_demos: int, reflection_fraction: float, answ
 
 def run_cold_start(cfg: Config, train_records, backbone_source: str, cache_dir: Path) -> Path:
     """A directory with the cold-started policy (weights + processor); built once per key."""
+    from care.distributed import is_main_process, main_process_decides, wait_for_everyone, world_size
+
     out_dir = cache_dir / "cold_start" / f"{cfg.backbone.name}-{cold_start_key(cfg, backbone_source)}"
-    if (out_dir / "config.json").exists():
+    # every process must agree: they either all reuse the cache or all train (DDP) together
+    if main_process_decides((out_dir / "config.json").exists()):
         log.info("cold start: reusing %s", out_dir)
         return out_dir
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
+
+    from care.trainer.build import device_args
 
     model, processor, _ = load_backbone(cfg.backbone, cache_dir, source=backbone_source)
     rows = demonstration_rows(train_records, cfg.cold_start.num_demos, cfg.cold_start.reflection_fraction,
                               cfg.cold_start.answer_slip, cfg.seed)
     cache_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".cold-start-"))
-    args = SFTConfig(
-        output_dir=str(scratch), per_device_train_batch_size=cfg.cold_start.batch_size,
+    args = SFTConfig(  # the batch is split over processes, so its size does not depend on the job's layout
+        output_dir=str(scratch), per_device_train_batch_size=max(1, cfg.cold_start.batch_size // world_size()),
         num_train_epochs=cfg.cold_start.epochs, learning_rate=cfg.cold_start.learning_rate,
         lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=10, save_strategy="no", report_to=[],
-        use_cpu=True, bf16=False, seed=cfg.seed, completion_only_loss=True, max_length=None,
+        **device_args(cfg), seed=cfg.seed, completion_only_loss=True, max_length=None,
         dataloader_num_workers=0, disable_tqdm=True,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor)
     trainer.train()
-    save_pretrained_atomic(out_dir, trainer.model, processor)
+    if is_main_process():
+        save_pretrained_atomic(out_dir, trainer.model, processor)
+    wait_for_everyone()  # the others read what rank 0 saved
     shutil.rmtree(scratch, ignore_errors=True)
     return out_dir

@@ -27,10 +27,21 @@ def seed_everything(seed: int, threads: int) -> None:
 
 
 def newest_checkpoint(directory: Path) -> str | None:
-    """The newest complete Trainer checkpoint on disk (never from a pickled submission)."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete Trainer checkpoint on disk (never from a pickled submission).
 
-    return get_last_checkpoint(str(directory)) if directory.is_dir() else None
+    The Trainer writes trainer_state.json last, so a checkpoint cut short by a kill has none (or
+    a truncated one) and is passed over for the one before it.
+    """
+    import json
+
+    steps = []
+    for path in directory.glob("checkpoint-*") if directory.is_dir() else ():
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            steps.append((int(path.name.removeprefix("checkpoint-")), path))
+        except (OSError, ValueError):
+            continue
+    return str(max(steps)[1]) if steps else None
 
 
 def load_data(cfg: Config):
@@ -43,16 +54,19 @@ def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = Non
 
     `choices` are the config-group selections (Hydra's runtime choices), kept for analysis.
     """
+    from care.distributed import is_main_process, join_process_group, world_size
     from care.identity import run_key
 
+    join_process_group()  # one task per GPU: every task runs this, rank 0 alone writes
     key = run_key(cfg)
-    files = RunFiles(run_dir)
+    files = RunFiles(run_dir, writer=is_main_process())
     done = files.read_final()
     if done is not None:  # a re-issued or requeued job that already finished: nothing to do
         log.info("%s already holds final.json; skipping", files.dir)
         return done
-    files.write_run_json(cfg, run_key=key, sweep=cfg.sweep, label=cfg.label, choices=choices or {})
-    mirror = WandbMirror(cfg, files.dir, run_id=key, choices=choices or {})
+    files.write_run_json(cfg, run_key=key, sweep=cfg.sweep, label=cfg.label, choices=choices or {},
+                         world_size=world_size(), code=code_provenance(), job=scheduler_job())
+    mirror = WandbMirror(cfg, files.dir, run_id=key, choices=choices or {}, enabled=files.writer)
     try:
         if cfg.task == "eval":
             from care.evaluation.harness import run_eval
@@ -89,7 +103,9 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
 
     model, processor, _ = load_backbone(cfg.backbone, cache_dir, source=policy_dir)
     benchmarks = {"synthetic": held_out}
-    before = score(model, processor, benchmarks, cfg.eval, files.dir / "eval", tag="before-")
+    # every rank evaluates (no rank idles at a barrier meanwhile); rank 0 writes the samples
+    eval_dir = files.dir / "eval" if files.writer else None
+    before = score(model, processor, benchmarks, cfg.eval, eval_dir, tag="before-")
     log.info("before RL: macro %.1f", before["macro"]["mean"])
     del model
 
@@ -106,17 +122,49 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
     rl_started = time.time()
     trainer.train(resume_from_checkpoint=resume_from)
     timings["rl_s"] = time.time() - rl_started
-    trainer.save_model(str(files.dir / "policy"))
-    processor.save_pretrained(files.dir / "policy")
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    trainer.save_model(str(files.dir / "policy"))  # rank 0 only (the Trainer's should_save)
+    if files.writer:
+        processor.save_pretrained(files.dir / "policy")
+        shutil.rmtree(checkpoints, ignore_errors=True)
 
-    after = score(trainer.model, processor, benchmarks, cfg.eval, files.dir / "eval", tag="after-")
+    after = score(trainer.model, processor, benchmarks, cfg.eval, eval_dir, tag="after-")
     log.info("after RL: macro %.1f", after["macro"]["mean"])
     timings["total_s"] = time.time() - started
     final = {"before": flat(before), "after": flat(after), "global_step": trainer.state.global_step,
+             "processes": trainer.accelerator.num_processes,
              "timings": timings, "policy_source": policy_dir}
     files.write_final(final)
     return final
+
+
+def scheduler_job() -> dict:
+    """The SLURM job running this (all None outside SLURM); restart_count counts requeues."""
+    import os
+
+    names = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID", "array_task_id": "SLURM_ARRAY_TASK_ID",
+             "restart_count": "SLURM_RESTART_COUNT", "tasks": "SLURM_NTASKS", "cpus_per_task": "SLURM_CPUS_PER_TASK",
+             "gpus_on_node": "SLURM_GPUS_ON_NODE"}
+    return {key: os.environ.get(name) for key, name in names.items()}
+
+
+def code_provenance() -> dict:
+    """Which code ran: the package directory (a sweep's snapshot, when it ran from one) and its commit."""
+    import subprocess
+
+    import care
+
+    code_dir = Path(care.__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=code_dir, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"dir": str(code_dir), "commit": commit, "dirty": bool(status) if status is not None else None}
 
 
 def preflight(cfg: Config) -> None:

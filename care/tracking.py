@@ -38,23 +38,31 @@ def _finite(value: Any) -> Any:
 
 
 class RunFiles:
-    def __init__(self, run_dir: str | Path):
+    """The run directory's files. With several processes only rank 0 is the `writer`; the others
+    read (final.json, the checkpoints) and every write is a no-op for them."""
+
+    def __init__(self, run_dir: str | Path, writer: bool = True):
         self.dir = Path(run_dir)
+        self.writer = writer
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.dir / "metrics.jsonl"
         self.final_path = self.dir / "final.json"
 
     def write_run_json(self, cfg: Config, **extra: Any) -> None:
+        if not self.writer:
+            return
         write_json_atomic(self.dir / "run.json", {"config": asdict(cfg), **extra})
 
     def append_metrics(self, global_step: int, metrics: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         row = {"global_step": int(global_step), **{k: _finite(v) for k, v in metrics.items()}}
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")
 
     def truncate_metrics(self, last_step: int) -> None:
         """Keep rows up to `last_step` (a resumed run re-logs what came after its checkpoint)."""
-        if not self.metrics_path.exists():
+        if not self.writer or not self.metrics_path.exists():
             return
         kept = [line for line in self.metrics_path.read_text().splitlines()
                 if line.strip() and json.loads(line)["global_step"] <= last_step]
@@ -66,9 +74,13 @@ class RunFiles:
         return json.loads(self.final_path.read_text()) if self.final_path.exists() else None
 
     def write_final(self, final: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         write_json_atomic(self.final_path, final)
 
     def mark_failed(self, err: BaseException) -> None:
+        if not self.writer:  # the traceback is in this process's own log
+            return
         text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
         (self.dir / "FAILED").write_text(text)
 
@@ -88,10 +100,11 @@ def wandb_mode(requested: str) -> str:
 class WandbMirror:
     """A W&B run mirroring metrics.jsonl; a no-op when disabled."""
 
-    def __init__(self, cfg: Config, run_dir: Path, run_id: str | None = None, choices: dict | None = None):
+    def __init__(self, cfg: Config, run_dir: Path, run_id: str | None = None, choices: dict | None = None,
+                 enabled: bool = True):
         self.run = None
         mode = wandb_mode(cfg.wandb.mode)
-        if mode == "disabled":
+        if mode == "disabled" or not enabled:
             return
         import wandb
         tags = list(cfg.wandb.tags) + [f"{group}={choice}" for group, choice in sorted((choices or {}).items())]

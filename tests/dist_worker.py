@@ -14,9 +14,8 @@ def run_rank(rank: int, world: int, port: int, cache_dir: str, out_dir: str) -> 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     torch.set_num_threads(1)
     import care.trainer.care_trainer as module
-    from tests.trainer_helpers import build_tiny_trainer, tiny_config
-
     from care.config import RGRConfig
+    from tests.trainer_helpers import build_tiny_trainer, tiny_config
 
     recorded = {}
     select, score = module.select_subgroups, module.score_subgroups

@@ -62,3 +62,16 @@ def test_killed_run_resumes_with_no_step_lost_or_doubled(tmp_path, cache_dir):
     skipped = subprocess.run(command(job, cache_dir), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert skipped.returncode == 0 and (job / "final.json").read_text() == final_before
     assert [r["global_step"] for r in metrics(job)] == list(range(1, STEPS + 1))
+
+
+def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
+    """By step number, never by name; one cut short by a kill (no or half a trainer_state.json) is skipped."""
+    from care.pipeline import newest_checkpoint
+
+    assert newest_checkpoint(tmp_path / "missing") is None
+    for step, state in ((2, "{}"), (10, "{}"), (11, '{"global_st'), (12, None)):
+        path = tmp_path / f"checkpoint-{step}"
+        path.mkdir()
+        if state is not None:
+            (path / "trainer_state.json").write_text(state)
+    assert newest_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")

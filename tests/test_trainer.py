@@ -131,7 +131,11 @@ def test_rollouts_outside_the_subgroup_contribute_zero_gradient(cache_dir, tmp_p
 
 def test_deferred_objective_gives_the_eager_loss_and_gradient(cache_dir, tmp_path):
     """Running CARE inside the loss forward (no extra pass) trains exactly like the eager hand-back."""
-    from trl.trainer.utils import shuffle_sequence_dict, split_pixel_values_by_grid, unsplit_pixel_values_by_grid
+    from trl.trainer.utils import (
+        shuffle_sequence_dict,
+        split_pixel_values_by_grid,
+        unsplit_pixel_values_by_grid,
+    )
 
     trainer = build_tiny_trainer(tiny_config(cache_dir, "care", steps=1), tmp_path)
     assert trainer.defer_objective  # the default one-epoch CARE run without RGR takes this path

@@ -30,16 +30,17 @@ def mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def score(model, processor, benchmarks: dict[str, list[Record]], cfg: EvalConfig, out_dir: Path,
+def score(model, processor, benchmarks: dict[str, list[Record]], cfg: EvalConfig, out_dir: Path | None,
           tag: str = "") -> dict:
-    """One pass per seed over every benchmark; accuracy mean ± std over seeds, macro taken per seed."""
+    """One pass per seed over every benchmark; accuracy mean ± std over seeds, macro taken per seed.
+    Per-sample jsonl files go to `out_dir` (none when it is None)."""
     greedy = not cfg.do_sample
     seeds = cfg.seeds[:1] if greedy else cfg.seeds  # greedy decoding does not depend on the seed
     per_seed: dict[int, dict[str, float]] = {}
     for seed in seeds:
         per_seed[seed] = {}
         for name, records in benchmarks.items():
-            path = out_dir / f"{tag}{name}-seed{seed}.jsonl"
+            path = out_dir / f"{tag}{name}-seed{seed}.jsonl" if out_dir is not None else None
             per_seed[seed][name] = evaluate(model, processor, records, cfg, path, seed=seed)["accuracy"][name]
     return {
         "benchmarks": {name: mean_std([per_seed[s][name] for s in per_seed]) for name in benchmarks},

@@ -84,4 +84,6 @@ def load_backbone(cfg: BackboneConfig, cache_dir: str | Path, source: str | None
     source = source or resolve_backbone(cfg, cache_dir)
     model = AutoModelForImageTextToText.from_pretrained(
         source, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation)
+    if torch.cuda.is_available():  # this process's GPU (one process per GPU)
+        model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
     return model, load_processor(source, cfg.family), source

@@ -103,8 +103,16 @@ def build_tiny_backbone(cfg: BackboneConfig, out_dir: Path, seed: int = 0) -> Pa
 
 
 def tiny_backbone_dir(cfg: BackboneConfig, cache_dir: str | Path) -> Path:
-    """The cached build for this config, built on first use."""
+    """The cached build for this config, built on first use.
+
+    In a multi-process job rank 0 builds and the others wait: transformers writes weights from
+    the main process only, so a build on another rank would cache a directory without them.
+    """
+    from care.distributed import is_main_process, main_process_decides, wait_for_everyone
+
     out_dir = Path(cache_dir) / "backbones" / f"{cfg.name}-{build_key(cfg)}"
-    if not (out_dir / "config.json").exists():
-        build_tiny_backbone(cfg, out_dir)
+    if not main_process_decides((out_dir / "config.json").exists()):
+        if is_main_process():
+            build_tiny_backbone(cfg, out_dir)
+        wait_for_everyone()
     return out_dir

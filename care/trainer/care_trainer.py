@@ -17,6 +17,7 @@ Every algorithm logs the same signal metrics, computed on its own advantages.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -107,6 +108,20 @@ class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
         generate_every = self.args.steps_per_generation * self.num_iterations
         return (self.args.gradient_accumulation_steps % generate_every != 0
                 or (self.use_vllm and self.vllm_importance_sampling_correction))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        """transformers maps the optimizer state to args.device when several processes train; on
+        CPU that device is 'cpu:0', which torch.load cannot restore to, so a multi-process CPU job
+        (gloo) could never resume. Such jobs load the same files onto 'cpu'; all others go through TRL."""
+        cpu_processes = self.args.world_size > 1 and self.args.device.type == "cpu"
+        if checkpoint is None or not cpu_processes or self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME
+
+        optimizer_file = os.path.join(checkpoint, OPTIMIZER_NAME)
+        if os.path.isfile(optimizer_file):
+            self.optimizer.load_state_dict(torch.load(optimizer_file, map_location="cpu", weights_only=True))
+            self.lr_scheduler.load_state_dict(torch.load(os.path.join(checkpoint, SCHEDULER_NAME), weights_only=True))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         """Resume with the checkpoint's weights, every one of them.

@@ -1,0 +1,202 @@
+"""Launchers for CARE sweeps: every job checked before any is queued, resources per backbone, and
+jobs that run from a code snapshot.
+
+Hydra hands each job's config to the task function only when the job runs, so a bad value in
+one job of a sweep (`care.k=0,2`) would surface hours later on the cluster, or after the jobs
+before it had run. These launchers compose and validate every job first (the typed Config and
+run.py's preflight) and queue nothing when one fails.
+
+Hydra's submitit launcher resolves its settings once per sweep, so a sweep over backbones would
+ask for the 7B model's GPUs for every job. These launchers compose each job's config, look up
+`per_backbone[<backbone choice>]`, and submit one job array per distinct set of resources.
+
+With `snapshot: true` the tracked files of the repository (edits included) are copied into
+`<sweep dir>/.code` before submitting, and the jobs run there: code edited after
+`python run.py -m ...` returns cannot change a queued or requeued job.
+
+Hydra only loads launchers from the `hydra_plugins` namespace, hence this package's location.
+"""
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.singleton import Singleton
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra.core.utils import JobReturn, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
+from omegaconf import OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class BackboneResources:
+    """What one job of this backbone asks for; None keeps the launcher's own value, and
+    gpus_per_node: 0 asks for no GPU at all."""
+
+    # typing's spellings: Hydra runs this module outside sys.modules, where OmegaConf needs them
+    gpus_per_node: Optional[int] = None
+    tasks_per_node: Optional[int] = None  # one task per GPU: torch.distributed reads the task layout
+    cpus_per_task: Optional[int] = None
+    mem_gb: Optional[int] = None
+    timeout_min: Optional[int] = None
+
+
+@dataclass
+class CareQueueConf:
+    snapshot: bool = False
+    per_backbone: Dict[str, BackboneResources] = field(default_factory=dict)
+
+
+@dataclass
+class CareSlurmQueueConf(SlurmQueueConf, CareQueueConf):
+    _target_: str = "hydra_plugins.care_launcher.care_launcher.CareSlurmLauncher"
+    snapshot: bool = True  # a queued SLURM job may start hours later
+
+
+@dataclass
+class CareLocalQueueConf(LocalQueueConf, CareQueueConf):
+    _target_: str = "hydra_plugins.care_launcher.care_launcher.CareLocalLauncher"
+
+
+@dataclass
+class CareBasicLauncherConf:
+    _target_: str = "hydra_plugins.care_launcher.care_launcher.CareBasicLauncher"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="care_slurm", node=CareSlurmQueueConf, provider="care")
+ConfigStore.instance().store(group="hydra/launcher", name="care_local", node=CareLocalQueueConf, provider="care")
+ConfigStore.instance().store(group="hydra/launcher", name="care_basic", node=CareBasicLauncherConf, provider="care")
+
+
+class JobChecks:
+    """Compose and validate every job of a sweep before the first one starts or is queued."""
+
+    def checked_job_configs(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
+        from care.config import Config
+        from care.pipeline import preflight
+
+        configs, preflighted = [], set()
+        for position, overrides in enumerate(job_overrides):
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            job = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+            try:
+                job = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), job))
+                # what preflight looks at; a 60-job sweep over 3 backbones checks 3 backbones
+                key = repr((job.task, job.backbone, job.checkpoint, job.rollout, job.eval))
+                if key not in preflighted:
+                    preflight(job)
+                    preflighted.add(key)
+            except (ValueError, FileNotFoundError) as err:  # as run.py reports a single run's bad config
+                print(f"config error: sweep job #{initial_job_idx + position} "
+                      f"({' '.join(filter_overrides(list(overrides)))}): {err}; nothing was queued", file=sys.stderr)
+                raise SystemExit(2) from err
+            configs.append(config)
+        return configs
+
+
+class CareBasicLauncher(JobChecks, BasicLauncher):
+    """Hydra's sequential launcher (`cluster=local`), after every job passed its checks."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        self.checked_job_configs(job_overrides, initial_job_idx)
+        return super().launch(job_overrides, initial_job_idx)
+
+
+class CareLaunching(JobChecks):
+    """The launch step shared by the local and SLURM launchers (mixed in before Hydra's class)."""
+
+    def __init__(self, snapshot: bool = False, per_backbone: Any = None, **params: Any) -> None:
+        super().__init__(**params)
+        self.snapshot = snapshot
+        per_backbone = OmegaConf.to_container(per_backbone, resolve=True) if OmegaConf.is_config(per_backbone) \
+            else dict(per_backbone or {})
+        self.per_backbone = {name: {k: v for k, v in dict(res).items() if v is not None}
+                             for name, res in per_backbone.items()}
+
+    def job_resources(self, config) -> tuple:
+        """This job's launcher settings that differ by backbone, as a hashable key."""
+        backbone = config.hydra.runtime.choices.get("backbone")
+        return tuple(sorted(self.per_backbone.get(backbone, {}).items()))
+
+    def check_per_backbone(self) -> None:
+        known = set(self.hydra_context.config_loader.get_group_options("backbone"))
+        unknown = sorted(set(self.per_backbone) - known)
+        if unknown:
+            raise ValueError(f"hydra.launcher.per_backbone names unknown backbone(s) {unknown}; "
+                             f"accepted: {sorted(known)}")
+
+    def executor_params(self, resources: dict) -> dict:
+        """submitit's parameter names for the launcher's settings with this group's resources on top."""
+        init_keys = {"submitit_folder", "max_num_timeout"}
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        merged = {**{k: v for k, v in self.params.items() if k not in init_keys}, **resources}
+        if merged.get("gpus_per_node") == 0:
+            merged["gpus_per_node"] = None
+        return {k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in merged.items()}
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        import submitit
+
+        self.check_per_backbone()
+        configs = self.checked_job_configs(job_overrides, initial_job_idx)
+        # absolute paths first: jobs running from the snapshot must still write beside the sweep
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
+        with open_dict(self.config):
+            self.config.hydra.sweep.dir = str(sweep_dir)
+        self.params["submitit_folder"] = str(Path(self.params["submitit_folder"]).absolute())
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
+
+        groups = {}
+        for position, config in enumerate(configs):
+            groups.setdefault(self.job_resources(config), []).append(position)
+
+        with self.code_snapshot(sweep_dir):
+            executor = submitit.AutoExecutor(
+                cluster=self._EXECUTOR, folder=self.params["submitit_folder"],
+                **{f"{self._EXECUTOR}_max_num_timeout": self.params["max_num_timeout"]}
+                if "max_num_timeout" in self.params else {})
+            jobs = {}
+            for resources, positions in groups.items():
+                executor.update_parameters(**self.executor_params(dict(resources)))
+                job_params = []
+                for position in positions:
+                    idx = initial_job_idx + position
+                    overrides = list(job_overrides[position])
+                    log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}"
+                             + (f"  [{', '.join(f'{k}={v}' for k, v in resources)}]" if resources else ""))
+                    job_params.append((overrides, "hydra.sweep.dir", idx, f"job_id_for_{idx}",
+                                       Singleton.get_state()))
+                for position, job in zip(positions, executor.map_array(self, *zip(*job_params)), strict=True):
+                    jobs[position] = job
+        return [jobs[position].results()[0] for position in range(len(job_overrides))]
+
+    def code_snapshot(self, sweep_dir: Path):
+        """A context in which submitted jobs start from a copy of the repository's tracked files."""
+        import contextlib
+
+        if not self.snapshot:
+            return contextlib.nullcontext()
+        from submitit.helpers import RsyncSnapshot
+
+        root = Path(__file__).resolve().parents[2]
+        if not (root / ".git").exists():
+            raise ValueError(f"hydra.launcher.snapshot=true copies a git checkout, and {root} is not one; "
+                             "set hydra.launcher.snapshot=false")
+        log.info(f"code snapshot: {sweep_dir / '.code'}")
+        return RsyncSnapshot(snapshot_dir=sweep_dir / ".code", root_dir=root)
+
+
+class CareSlurmLauncher(CareLaunching, SlurmLauncher):
+    pass
+
+
+class CareLocalLauncher(CareLaunching, LocalLauncher):
+    pass
