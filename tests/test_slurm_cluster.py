@@ -130,12 +130,82 @@ def test_requeued_job_resumes_from_its_progress_file(executor, slurm_cluster, tm
         ), f"sacct: {slurm_helpers.sacct_states(job.job_id)}"
 
 
-def test_two_job_toy_sweep_through_cluster_slurm(slurm_cluster, tmp_path):
-    """The real sbatch path: `python run.py -m cluster=slurm scale=toy seed=0,1`."""
-    from test_sweeps import check_two_runs, run_sweep
+def _metrics_steps(run_dir: Path) -> list[int]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["global_step"] for line in path.read_text().splitlines() if line.strip()]
 
-    result = run_sweep(tmp_path / "sweep", "cluster=slurm", "threads=1", f"cache_dir={tmp_path / 'cache'}",
-                       "hydra.launcher.gpus_per_node=null", "hydra.launcher.tasks_per_node=1",
-                       "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10", timeout=420)
-    assert result.returncode == 0, result.stderr[-3000:]
-    check_two_runs(tmp_path / "sweep", "slurm")
+
+def _running_job_id(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "run.json").read_text())["job"]["job_id"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+
+
+def test_toy_sweep_through_cluster_slurm_survives_requeue_and_timeout(slurm_cluster, tmp_path):
+    """The real sbatch path: `python run.py -m cluster=slurm scale=toy backbone=<two tiny ones>`.
+
+    - per-backbone resources: the Qwen2.5-VL job runs as two tasks (torch.distributed over gloo),
+      the Qwen3-VL job as one, from one command;
+    - jobs run from the sweep's code snapshot;
+    - mid-RL, job 0 is requeued (`scontrol requeue`: SIGTERM, restart from the top) and job 1 gets
+      the time-limit warning (USR2: submitit checkpoints and requeues it, max_num_timeout=1);
+      both resume from their newest checkpoint with every step logged exactly once.
+    """
+    from test_sweeps import ROOT
+
+    sweep, steps = tmp_path / "sweep", 16
+    cmd = [sys.executable, "run.py", "-m", "scale=toy", "cluster=slurm", "backbone=tiny_qwen2_5_vl,tiny_qwen3_vl",
+           f"rl.steps={steps}", "rl.save_steps=1", "threads=1", f"cache_dir={tmp_path / 'cache'}",
+           f"hydra.sweep.dir={sweep}", "hydra.launcher.timeout_min=10", "hydra.launcher.max_num_timeout=1",
+           "hydra.launcher.per_backbone.tiny_qwen2_5_vl.tasks_per_node=2",
+           "hydra.launcher.per_backbone.tiny_qwen2_5_vl.cpus_per_task=1",
+           "hydra.launcher.per_backbone.tiny_qwen3_vl.cpus_per_task=1"]
+    with open(tmp_path / "driver.log", "w") as log:
+        driver = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+    interrupts = {0: ["scontrol", "requeue"], 1: ["scancel", "--signal=USR2"]}
+
+    def mid_rl(run_dir: Path) -> bool:  # a checkpoint is on disk and RL is still going
+        return 2 <= len(_metrics_steps(run_dir)) < steps - 4 and \
+            any((run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json"))
+
+    def interrupt_ready_jobs() -> bool:
+        finished = [job for job in interrupts if (sweep / str(job) / "final.json").exists()]
+        assert not finished and driver.poll() is None, \
+            f"job(s) {finished} ended before they could be interrupted (driver exit {driver.poll()}); " \
+            f"raise rl.steps\n{(tmp_path / 'driver.log').read_text()[-3000:]}"
+        for job in [job for job in interrupts if mid_rl(sweep / str(job))]:
+            subprocess.run([*interrupts.pop(job), _running_job_id(sweep / str(job))], check=True, timeout=30,
+                           capture_output=True)
+        return not interrupts
+
+    try:
+        assert slurm_helpers.wait_until(interrupt_ready_jobs, timeout_s=300, interval_s=0.2), \
+            f"jobs {sorted(interrupts)} never seen mid-RL\n{(tmp_path / 'driver.log').read_text()[-3000:]}"
+        driver.wait(timeout=420)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            subprocess.run(["scancel", "--name", "run"], check=False, capture_output=True)
+    assert driver.returncode == 0, (tmp_path / "driver.log").read_text()[-3000:]
+
+    for job, backbone, processes in ((0, "tiny_qwen2_5_vl", 2), (1, "tiny_qwen3_vl", 1)):
+        run_dir = sweep / str(job)
+        run = json.loads((run_dir / "run.json").read_text())
+        final = json.loads((run_dir / "final.json").read_text())
+        assert run["choices"]["backbone"] == backbone
+        assert _metrics_steps(run_dir) == list(range(1, steps + 1)), "every step logged once, in order"
+        assert final["global_step"] == steps
+        assert final["processes"] == processes and run["world_size"] == processes
+        assert run["job"]["tasks"] == str(processes) and run["job"]["cpus_per_task"] == "1"
+        assert int(run["job"]["restart_count"] or 0) >= 1, f"job {job} did not restart: {run['job']}"
+        assert Path(run["code"]["dir"]) == sweep / ".code"
+        log_text = (run_dir / "run.log").read_text()
+        assert "resuming RL from" in log_text, f"job {job} did not resume from a checkpoint"
+    # job 1 went down the timeout path: checkpointed and requeued by submitit, one timeout left over
+    job = json.loads((sweep / "1" / "run.json").read_text())["job"]  # an array of one is a plain job
+    submitit_logs = "".join(p.read_text() for p in (sweep / ".submitit" / (job["array_job_id"] or job["job_id"]))
+                            .glob("*_log.out"))
+    assert "this job is timed-out" in submitit_logs and "remaining timeouts" in submitit_logs

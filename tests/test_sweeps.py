@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,9 +27,46 @@ def check_two_runs(sweep_dir: Path, cluster: str) -> None:
         assert steps == [1, 2, 3]
 
 
-def test_two_job_sweep_through_submitit_local(tmp_path, cache_dir):
-    result = run_sweep(tmp_path / "sweep", "cluster=submitit_local", f"cache_dir={cache_dir}")
+def test_two_job_sweep_of_two_task_jobs_through_submitit_local(tmp_path, cache_dir):
+    """Each job as two local processes (torch.distributed, gloo), run from the sweep's code snapshot:
+    one run directory per job, every step logged once, written by rank 0 only."""
+    sweep = tmp_path / "sweep"
+    result = run_sweep(sweep, "cluster=submitit_local", f"cache_dir={cache_dir}",
+                       "hydra.launcher.tasks_per_node=2", "hydra.launcher.snapshot=true")
     assert result.returncode == 0, result.stderr[-3000:]
-    check_two_runs(tmp_path / "sweep", "submitit_local")
-    # each job ran in its own submitit process, with its own logs
-    assert len(list((tmp_path / "sweep" / ".submitit").glob("*/*_log.out"))) == 2
+    check_two_runs(sweep, "submitit_local")
+    for i in (0, 1):
+        run = json.loads((sweep / str(i) / "run.json").read_text())
+        assert run["world_size"] == 2
+        assert json.loads((sweep / str(i) / "final.json").read_text())["processes"] == 2
+        assert Path(run["code"]["dir"]) == sweep / ".code"  # the jobs imported care from the snapshot
+        assert sorted(p.name for p in (sweep / str(i) / "eval").iterdir()) == \
+            ["after-synthetic-seed0.jsonl", "before-synthetic-seed0.jsonl"]
+    assert (sweep / ".code" / "care" / "pipeline.py").read_text() == (ROOT / "care" / "pipeline.py").read_text()
+    # two jobs, two tasks each, each task with its own submitit log
+    assert len(list((sweep / ".submitit").glob("*/*_log.out"))) == 4
+
+
+@pytest.mark.parametrize("cluster", ["local", "submitit_local"])
+def test_a_bad_job_in_a_sweep_fails_before_any_job_runs(tmp_path, cluster):
+    sweep = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, "run.py", "-m", "scale=toy", f"cluster={cluster}", "care.k=1,0",
+                             f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "sweep job #1" in result.stderr and "care.k" in result.stderr and ">= 1" in result.stderr
+    assert sorted(p.name for p in sweep.iterdir()) == ["multirun.yaml"]  # no run directory, nothing submitted
+
+
+def test_per_backbone_resources_must_name_a_backbone(tmp_path):
+    """A site file (conf/local/site.yaml, here from a search path) with a misspelt backbone."""
+    (tmp_path / "conf" / "local").mkdir(parents=True)
+    (tmp_path / "conf" / "local" / "site.yaml").write_text(
+        "# @package _global_\nhydra:\n  launcher:\n    per_backbone:\n      qwen25_vl_7b: {gpus_per_node: 8}\n")
+    sweep = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, "run.py", "-m", "scale=toy", "cluster=submitit_local",
+                             f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"hydra.sweep.dir={sweep}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "qwen25_vl_7b" in result.stderr and "qwen2_5_vl_7b" in result.stderr, result.stderr[-2000:]
+    assert not (sweep / ".submitit").exists() and not (sweep / "0").exists()

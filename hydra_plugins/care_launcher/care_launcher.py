@@ -20,13 +20,14 @@ Hydra only loads launchers from the `hydra_plugins` namespace, hence this packag
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
-from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.utils import JobReturn, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
@@ -34,23 +35,26 @@ from omegaconf import OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
+# No `from __future__ import annotations` in this module: Hydra executes it outside sys.modules,
+# where dataclasses cannot resolve string annotations.
+
+
 @dataclass
 class BackboneResources:
     """What one job of this backbone asks for; None keeps the launcher's own value, and
     gpus_per_node: 0 asks for no GPU at all."""
 
-    # typing's spellings: Hydra runs this module outside sys.modules, where OmegaConf needs them
-    gpus_per_node: Optional[int] = None
-    tasks_per_node: Optional[int] = None  # one task per GPU: torch.distributed reads the task layout
-    cpus_per_task: Optional[int] = None
-    mem_gb: Optional[int] = None
-    timeout_min: Optional[int] = None
+    gpus_per_node: int | None = None
+    tasks_per_node: int | None = None  # one task per GPU: torch.distributed reads the task layout
+    cpus_per_task: int | None = None
+    mem_gb: int | None = None
+    timeout_min: int | None = None
 
 
 @dataclass
 class CareQueueConf:
     snapshot: bool = False
-    per_backbone: Dict[str, BackboneResources] = field(default_factory=dict)
+    per_backbone: dict[str, BackboneResources] = field(default_factory=dict)
 
 
 @dataclass
@@ -174,7 +178,7 @@ class CareLaunching(JobChecks):
                              + (f"  [{', '.join(f'{k}={v}' for k, v in resources)}]" if resources else ""))
                     job_params.append((overrides, "hydra.sweep.dir", idx, f"job_id_for_{idx}",
                                        Singleton.get_state()))
-                for position, job in zip(positions, executor.map_array(self, *zip(*job_params)), strict=True):
+                for position, job in zip(positions, executor.map_array(self, *zip(*job_params, strict=True)), strict=True):
                     jobs[position] = job
         return [jobs[position].results()[0] for position in range(len(job_overrides))]
 
