@@ -6,7 +6,7 @@ Runs are read with analysis.wandb_source (scan_history, never the sampled histor
 the tables are the ones `analysis.paper` writes from run dirs, same checks included. When
 the optional `wandb_workspaces` package is importable, a Report with one line-plot panel per
 paper figure is saved to the project; without it the panel spec is printed and nothing is
-created (this project does not depend on the package).
+created. The package is the `report` extra (`pip install -e ".[report]"`), and part of `dev`.
 """
 
 from __future__ import annotations
@@ -66,18 +66,24 @@ def report_spec(project_path: str, group: str | None, curves: pd.DataFrame | Non
     return {"entity": entity, "project": project, "group": group, "title": title, "panels": panels}
 
 
-def create_report(spec: dict[str, Any]) -> str | None:
-    """Save the Report via wandb_workspaces and return its URL; None when the package is absent."""
-    try:
-        import wandb_workspaces.reports.v2 as wr
-    except ImportError:
-        return None
-    filters = f"Metric('Group') == '{spec['group']}'" if spec["group"] else None
+def build_report(spec: dict[str, Any]):
+    """The spec as a wandb_workspaces Report (not yet saved): a title and one panel grid over the group's runs."""
+    import wandb_workspaces.reports.v2 as wr
+
+    filters = f"Metric('Group') == '{spec['group']}'" if spec["group"] else ""
     runset = wr.Runset(entity=spec["entity"], project=spec["project"], name=spec["group"] or "all runs",
                        filters=filters)
     panels = [wr.LinePlot(title=p["title"], x=p["x"], y=p["y"]) for p in spec["panels"]]
-    report = wr.Report(entity=spec["entity"], project=spec["project"], title=spec["title"],
-                       blocks=[wr.H1(spec["title"]), wr.PanelGrid(runsets=[runset], panels=panels)])
+    return wr.Report(entity=spec["entity"], project=spec["project"], title=spec["title"],
+                     blocks=[wr.H1(spec["title"]), wr.PanelGrid(runsets=[runset], panels=panels)])
+
+
+def create_report(spec: dict[str, Any]) -> str | None:
+    """Save the Report via wandb_workspaces and return its URL; None when the package is absent."""
+    try:
+        report = build_report(spec)
+    except ImportError:
+        return None
     report.save()
     return report.url
 

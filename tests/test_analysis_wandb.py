@@ -155,3 +155,29 @@ def test_report_spec_lists_one_panel_per_figure(run_dirs):
     assert all(p["x"] == "Step" for p in spec["panels"])
     grpo_only = report_spec("ent/proj", None, curves.drop(columns=[c for c in curves if c.startswith(("care/", "rgr/"))]))
     assert "RGR repair rate" not in {p["title"] for p in grpo_only["panels"]}
+
+
+def test_wandb_compare_creates_a_report_with_one_panel_per_figure(run_dirs, monkeypatch, capsys):
+    """With wandb-workspaces installed (a dev dependency): the real Report classes, the group
+    filter in W&B's own filter syntax, and save() called once (the network call is replaced)."""
+    wr = pytest.importorskip("wandb_workspaces.reports.v2")
+    from wandb_workspaces import expr
+
+    saved = []
+    monkeypatch.setattr(wr.Report, "save", lambda self, *a, **k: saved.append(self) or self)
+    monkeypatch.setattr(wr.Report, "url", property(lambda self: f"https://wandb.ai/{self.entity}/{self.project}/reports/x"))
+    api = FakeApi([mirrored(d, f"id{i}") for i, d in enumerate(run_dirs)])
+    assert compare_main(["ent/proj", "--group", "main"], api=api) == 0
+    assert "report: https://wandb.ai/ent/proj/reports/x" in capsys.readouterr().out
+
+    [report] = saved
+    _, curves, _ = collect_from_wandb("ent/proj", group="main", api=api, quiet=True)
+    spec = report_spec("ent/proj", "main", curves)
+    assert (report.entity, report.project, report.title) == ("ent", "proj", "CARE vs baselines: main")
+    [grid] = [block for block in report.blocks if isinstance(block, wr.PanelGrid)]
+    assert [(panel.title, list(panel.y)) for panel in grid.panels] == [(p["title"], p["y"]) for p in spec["panels"]]
+    assert len(grid.panels) >= 5 and all(panel.x == "Step" for panel in grid.panels)
+    [runset] = grid.runsets
+    group_filter = expr.expr_to_filters(runset.filters)
+    assert (group_filter.key.section, group_filter.key.name, group_filter.op, group_filter.value) == \
+        ("run", "group", "=", "main")
