@@ -1,7 +1,7 @@
 """Cold-start SFT: teach the response format and the task's reasoning before RL.
 
 As in the paper's cold start, the policy first imitates demonstrations. A fraction of them
-are reflection traces (a wrong conclusion, the structured repair cue, the corrected answer)
+are reflection traces (the structured repair cue before </think>, then the verified answer)
 so that repairing a failed attempt is something the policy has seen when RGR asks for it.
 The result is cached under a hash of everything that shapes it; later runs reuse it.
 """
@@ -30,14 +30,14 @@ def cold_start_key(cfg: Config, backbone_source: str) -> str:
 
 
 def demonstration_rows(records, num_demos: int, reflection_fraction: float, answer_slip: float,
-                       seed: int) -> list[dict]:
+                       seed: int, reflection_trace: str = "rederive") -> list[dict]:
     rng = random.Random(f"care-cold-start/{seed}")
     rows = []
     for i in range(num_demos):
         record = records[i % len(records)]
         reflect = rng.random() < reflection_fraction
         slip = not reflect and rng.random() < answer_slip
-        response = demonstration(record, rng, reflect=reflect, slip=slip)
+        response = demonstration(record, rng, reflect=reflect, slip=slip, trace=reflection_trace)
         rows.append({"images": record.images,
                      "prompt": [{"role": "user", "content": prompt_text(record)}],
                      "completion": [{"role": "assistant", "content": response}]})
@@ -60,7 +60,7 @@ def run_cold_start(cfg: Config, train_records, backbone_source: str, cache_dir: 
 
     model, processor, _ = load_backbone(cfg.backbone, cache_dir, source=backbone_source)
     rows = demonstration_rows(train_records, cfg.cold_start.num_demos, cfg.cold_start.reflection_fraction,
-                              cfg.cold_start.answer_slip, cfg.seed)
+                              cfg.cold_start.answer_slip, cfg.seed, cfg.cold_start.reflection_trace)
     cache_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".cold-start-"))
     args = SFTConfig(  # the batch is split over processes, so its size does not depend on the job's layout

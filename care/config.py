@@ -18,6 +18,7 @@ DATASETS = ("synthetic",)
 TASKS = ("train", "eval")
 BENCHMARKS = ("synthetic", "mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+REFLECTION_TRACES = ("reconcile", "rederive")  # cold-start reflection traces (care.data.synthetic.demonstration)
 
 
 def check_choice(key: str, value: Any, accepted: tuple) -> None:
@@ -108,6 +109,7 @@ class ColdStartConfig:
     num_demos: int = 1024
     reflection_fraction: float = 0.15
     answer_slip: float = 0.25  # share of demonstrations whose final answer contradicts their reasoning
+    reflection_trace: str = "rederive"  # what a reflection trace teaches: rederive | reconcile
     epochs: float = 6.0
     learning_rate: float = 3e-3
     batch_size: int = 16
@@ -116,6 +118,7 @@ class ColdStartConfig:
         check_range("cold_start.num_demos", self.num_demos, 1)
         check_range("cold_start.reflection_fraction", self.reflection_fraction, 0.0, 1.0)
         check_range("cold_start.answer_slip", self.answer_slip, 0.0, 1.0)
+        check_choice("cold_start.reflection_trace", self.reflection_trace, REFLECTION_TRACES)
         check_range("cold_start.epochs", self.epochs, 0.0, low_open=True)
         check_range("cold_start.learning_rate", self.learning_rate, 0.0, low_open=True)
         check_range("cold_start.batch_size", self.batch_size, 1)

@@ -116,3 +116,23 @@ def test_an_answer_slip_keeps_the_reasoning_but_changes_the_answer(slip):
         final = response.split("<answer>")[1].split("</answer>")[0]
         assert (final != r.answer) == slip
         assert response.startswith("<think>" + reasoning(r.meta["board"], r.question, r.meta["mark"]))
+
+
+@pytest.mark.parametrize("trace, wrong_share", [("reconcile", (0.0, 0.0)), ("rederive", (0.3, 0.7))])
+def test_reflection_traces_conclude_before_the_cue_as_configured(trace, wrong_share):
+    """`reconcile`: the reading and its conclusion are intact before the cue (an answer slip to
+    reconcile); `rederive`: about half conclude wrongly before the cue. Both end in the right answer."""
+    from care.repair import CUE_TEMPLATES
+
+    train, _ = make_splits(seed=0, train_size=80, eval_size=2)
+    rng, wrong = random.Random(0), 0
+    for r in train:
+        response = demonstration(r, rng, reflect=True, trace=trace)
+        before_cue = response.removeprefix("<think>").split(CUE_TEMPLATES["structured"])[0]
+        sound = reasoning(r.meta["board"], r.question, r.meta["mark"])
+        assert before_cue.rsplit(" ", 1)[0] == sound.rsplit(" ", 1)[0]
+        wrong += before_cue != sound
+        assert response.endswith(f"</think><answer>{r.answer}</answer>")
+    assert wrong_share[0] <= wrong / len(train) <= wrong_share[1]
+    with pytest.raises(ValueError, match="cold_start.reflection_trace.*reconcile, rederive.*'bogus'"):
+        demonstration(train[0], rng, reflect=True, trace="bogus")

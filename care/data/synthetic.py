@@ -16,6 +16,7 @@ import random
 
 from PIL import Image
 
+from care.config import REFLECTION_TRACES
 from care.data.schema import Record
 from care.repair import CUE_TEMPLATES
 
@@ -63,21 +64,27 @@ def reasoning(board: list[list[str]], question: str, mark: int) -> str:
     return f"{read} {found} color: {cells[mark]}"
 
 
-def demonstration(record: Record, rng: random.Random, reflect: bool, slip: bool = False) -> str:
+def demonstration(record: Record, rng: random.Random, reflect: bool, slip: bool = False,
+                  trace: str = "rederive") -> str:
     """A target response.
 
     `reflect`: the structured repair cue before </think>, then the verified answer: exactly an
-    RGR repair context (`care.repair.repair_context`) completed well. Half of these traces
-    conclude wrongly before the cue and half rightly, so the cue teaches "re-derive the answer
-    from the reading", not "change whatever came before" (which would undo a correct conclusion
-    whose only error was the final answer, the commonest near-miss here).
+    RGR repair context (`care.repair.repair_context`) completed well. What comes before the cue:
+    - `rederive` (default): half of the traces conclude wrongly before the cue and half rightly,
+      so the cue teaches "answer again from the image", which a fresh sample does as well.
+    - `reconcile`: the sound reasoning, so the cue teaches "make the final answer agree with the
+      reading". An answer slip is then repairable, a misreading is not (docs/benchmarks.md has
+      what each does to the repair rate).
     `slip`: sound reasoning but a different final answer, the imperfect-teacher noise that
     a cold start inherits and that verified-reward RL can remove.
     """
+    if trace not in REFLECTION_TRACES:
+        raise ValueError(f"cold_start.reflection_trace must be one of {', '.join(REFLECTION_TRACES)}; got {trace!r}")
     think = reasoning(record.meta["board"], record.question, record.meta["mark"])
     if reflect:
-        conclusion = _wrong_answer(record, rng) if rng.random() < 0.5 else record.answer
-        think = think.rsplit(" ", 1)[0] + f" {conclusion}" + CUE_TEMPLATES["structured"]
+        if trace == "rederive" and rng.random() < 0.5:
+            think = think.rsplit(" ", 1)[0] + f" {_wrong_answer(record, rng)}"
+        think += CUE_TEMPLATES["structured"]
     answer = _wrong_answer(record, rng) if slip else record.answer
     return f"<think>{think}</think><answer>{answer}</answer>"
 
