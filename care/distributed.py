@@ -24,6 +24,7 @@ def export_submitit_task_layout() -> None:
 
 
 def world_size() -> int:
+    """Processes in this job, from the launcher's environment (accelerate, torchrun, our SLURM path)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 

@@ -7,13 +7,13 @@ separate reward functions so the objective can tell "correct" from "well formatt
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 from transformers import TrainerCallback
 
 from care.config import Config
+from care.distributed import world_size
 from care.tracking import RunFiles, WandbMirror
 
 
@@ -61,11 +61,6 @@ def device_args(cfg: Config) -> dict:
     on_gpu = torch.cuda.is_available()
     return {"use_cpu": not on_gpu, "bf16": on_gpu and cfg.backbone.dtype == "bfloat16",
             "fp16": on_gpu and cfg.backbone.dtype == "float16"}
-
-
-def world_size() -> int:
-    """Processes in this job, from the launcher's environment (accelerate, torchrun, our SLURM path)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def grpo_args(cfg: Config, output_dir: Path):
