@@ -67,6 +67,6 @@ def test_per_backbone_resources_must_name_a_backbone(tmp_path):
     result = subprocess.run([sys.executable, "run.py", "-m", "scale=toy", "cluster=submitit_local",
                              f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"hydra.sweep.dir={sweep}"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "qwen25_vl_7b" in result.stderr and "qwen2_5_vl_7b" in result.stderr, result.stderr[-2000:]
     assert not (sweep / ".submitit").exists() and not (sweep / "0").exists()

@@ -78,6 +78,12 @@ ConfigStore.instance().store(group="hydra/launcher", name="care_local", node=Car
 ConfigStore.instance().store(group="hydra/launcher", name="care_basic", node=CareBasicLauncherConf, provider="care")
 
 
+def config_error(message: str) -> SystemExit:
+    """Report a bad sweep the way run.py reports a bad run: one line on stderr, exit status 2."""
+    print(f"config error: {message}; nothing was queued", file=sys.stderr)
+    return SystemExit(2)
+
+
 class JobChecks:
     """Compose and validate every job of a sweep before the first one starts or is queued."""
 
@@ -96,10 +102,9 @@ class JobChecks:
                 if key not in preflighted:
                     preflight(job)
                     preflighted.add(key)
-            except (ValueError, FileNotFoundError) as err:  # as run.py reports a single run's bad config
-                print(f"config error: sweep job #{initial_job_idx + position} "
-                      f"({' '.join(filter_overrides(list(overrides)))}): {err}; nothing was queued", file=sys.stderr)
-                raise SystemExit(2) from err
+            except (ValueError, FileNotFoundError) as err:
+                raise config_error(f"sweep job #{initial_job_idx + position} "
+                                   f"({' '.join(filter_overrides(list(overrides)))}): {err}") from err
             configs.append(config)
         return configs
 
@@ -132,8 +137,8 @@ class CareLaunching(JobChecks):
         known = set(self.hydra_context.config_loader.get_group_options("backbone"))
         unknown = sorted(set(self.per_backbone) - known)
         if unknown:
-            raise ValueError(f"hydra.launcher.per_backbone names unknown backbone(s) {unknown}; "
-                             f"accepted: {sorted(known)}")
+            raise config_error(f"hydra.launcher.per_backbone names unknown backbone(s) {unknown}; "
+                               f"accepted: {sorted(known)}")
 
     def executor_params(self, resources: dict) -> dict:
         """submitit's parameter names for the launcher's settings with this group's resources on top."""
@@ -192,8 +197,8 @@ class CareLaunching(JobChecks):
 
         root = Path(__file__).resolve().parents[2]
         if not (root / ".git").exists():
-            raise ValueError(f"hydra.launcher.snapshot=true copies a git checkout, and {root} is not one; "
-                             "set hydra.launcher.snapshot=false")
+            raise config_error(f"hydra.launcher.snapshot=true copies a git checkout, and {root} is not one; "
+                               "set hydra.launcher.snapshot=false")
         log.info(f"code snapshot: {sweep_dir / '.code'}")
         return RsyncSnapshot(snapshot_dir=sweep_dir / ".code", root_dir=root)
 
