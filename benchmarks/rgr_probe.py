@@ -1,6 +1,6 @@
 """Which failures can RGR repair? An offline probe of a (cold-started or trained) policy.
 
-    python benchmarks/rgr_probe.py POLICY_DIR [--prompts 96] [--group 8]
+    python benchmarks/rgr_probe.py POLICY_DIR [--prompts 96] [--group 8] [--grid 3]
 
 Samples a group per training prompt of the default synthetic task, as RL does (temperature
 rl.temperature). In every mixed group (a success and a failure) it takes the first failure and
@@ -50,9 +50,11 @@ def main() -> None:
     parser.add_argument("policy_dir")
     parser.add_argument("--prompts", type=int, default=96)
     parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--grid", type=int, default=Config().data.grid, help="data.grid the policy was trained on")
     args = parser.parse_args()
     torch.manual_seed(0)
     cfg = Config()
+    cfg.data.grid = args.grid
     train, _ = make_splits(cfg.data.seed, cfg.data.train_size, cfg.data.eval_size, cfg.data.grid, cfg.data.cell_px)
     records = random.Random(1).sample(train, args.prompts)
     model, processor, _ = load_backbone(cfg.backbone, cfg.cache_dir, source=args.policy_dir)
