@@ -104,8 +104,7 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
     model, processor, _ = load_backbone(cfg.backbone, cache_dir, source=policy_dir)
     benchmarks = {"synthetic": held_out}
     # every rank evaluates (no rank idles at a barrier meanwhile); rank 0 writes the samples
-    eval_dir = files.dir / "eval" if files.writer else None
-    before = score(model, processor, benchmarks, cfg.eval, eval_dir, tag="before-")
+    before = score(model, processor, benchmarks, cfg.eval, files.eval_dir, tag="before-")
     log.info("before RL: macro %.1f", before["macro"]["mean"])
     del model
 
@@ -127,7 +126,7 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
         processor.save_pretrained(files.dir / "policy")
         shutil.rmtree(checkpoints, ignore_errors=True)
 
-    after = score(trainer.model, processor, benchmarks, cfg.eval, eval_dir, tag="after-")
+    after = score(trainer.model, processor, benchmarks, cfg.eval, files.eval_dir, tag="after-")
     log.info("after RL: macro %.1f", after["macro"]["mean"])
     timings["total_s"] = time.time() - started
     final = {"before": flat(before), "after": flat(after), "global_step": trainer.state.global_step,

@@ -48,6 +48,11 @@ class RunFiles:
         self.metrics_path = self.dir / "metrics.jsonl"
         self.final_path = self.dir / "final.json"
 
+    @property
+    def eval_dir(self) -> Path | None:
+        """Where per-sample eval files go: this directory's eval/ for the writer, nowhere otherwise."""
+        return self.dir / "eval" if self.writer else None
+
     def write_run_json(self, cfg: Config, **extra: Any) -> None:
         if not self.writer:
             return

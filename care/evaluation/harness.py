@@ -76,8 +76,7 @@ def run_eval(cfg: Config, files: RunFiles) -> dict:
                            tensor_parallel_size=cfg.eval.vllm_tensor_parallel_size)
     else:
         model, processor, source = load_backbone(cfg.backbone, cache_dir, source=cfg.checkpoint)
-    eval_dir = files.dir / "eval" if files.writer else None  # several processes: rank 0 writes
-    metrics = {**score(model, processor, benchmarks, cfg.eval, eval_dir), "checkpoint": source}
+    metrics = {**score(model, processor, benchmarks, cfg.eval, files.eval_dir), "checkpoint": source}
     if files.writer:
         write_json_atomic(files.dir / "eval_metrics.json", metrics)
     return {"after": flat(metrics), "eval": metrics}
