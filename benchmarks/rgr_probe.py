@@ -7,7 +7,8 @@ rl.temperature). In every mixed group (a success and a failure) it takes the fir
 classifies it: a *slip* concludes its reading rightly and then answers wrongly; anything else
 is a *misread*. It then draws three continuations at RGR's sampling settings: the cue repair
 context, the cue-less cut, and a fresh sample from the prompt (the `random` variant). It prints
-the success rate of each, by failure kind; the last line is a JSON object.
+the success rate of each, by failure kind and by question (color | count); the last line is
+a JSON object.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def main() -> None:
     for (record, context, kind, variant), continuation in zip(attempts, continuations, strict=True):
         success = verify(context + continuation, record.answer, record.answer_type).correct
         outcomes[(kind, variant)].append(success)
+        outcomes[(record.meta["kind"], variant)].append(success)  # the question: color | count
         outcomes[("all", variant)].append(success)
 
     result = {"mixed_groups": len(accuracies),

@@ -18,7 +18,7 @@ DATASETS = ("synthetic",)
 TASKS = ("train", "eval")
 BENCHMARKS = ("synthetic", "mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
-REFLECTION_TRACES = ("reconcile", "rederive")  # cold-start reflection traces (care.data.synthetic.demonstration)
+REFLECTION_TRACES = ("mislocate", "reconcile", "rederive")  # cold-start reflection traces (care.data.synthetic.demonstration)
 
 
 def check_choice(key: str, value: Any, accepted: tuple) -> None:

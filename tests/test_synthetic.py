@@ -136,3 +136,21 @@ def test_reflection_traces_conclude_before_the_cue_as_configured(trace, wrong_sh
     assert wrong_share[0] <= wrong / len(train) <= wrong_share[1]
     with pytest.raises(ValueError, match="cold_start.reflection_trace.*reconcile, rederive.*'bogus'"):
         demonstration(train[0], rng, reflect=True, trace="bogus")
+
+
+def test_mislocate_traces_read_soundly_name_a_wrong_mark_and_end_right():
+    from care.repair import CUE_TEMPLATES
+    from care.verifiers import verify
+
+    train, _ = make_splits(seed=0, train_size=80, eval_size=2)
+    rng, wrong_before_cue = random.Random(0), 0
+    for r in train:
+        response = demonstration(r, rng, reflect=True, trace="mislocate")
+        before_cue = response.removeprefix("<think>").split(CUE_TEMPLATES["structured"])[0]
+        sound = reasoning(r.meta["board"], r.question, r.meta["mark"])
+        reading = sound.split(" marked:")[0]
+        assert before_cue.startswith(reading + " marked:")  # the board is read right
+        concluded = before_cue.rsplit(" ", 1)[1]
+        wrong_before_cue += concluded != r.answer
+        assert verify(response, r.answer, r.answer_type).correct
+    assert wrong_before_cue / len(train) > 0.9  # only a board whose every cell gives the gold escapes

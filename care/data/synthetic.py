@@ -75,6 +75,10 @@ def demonstration(record: Record, rng: random.Random, reflect: bool, slip: bool 
     - `reconcile`: the sound reasoning, so the cue teaches "make the final answer agree with the
       reading". An answer slip is then repairable, a misreading is not (docs/benchmarks.md has
       what each does to the repair rate).
+    - `mislocate`: the failure the tiny policy mostly makes, a sound board reading that then
+      names the wrong cell as marked and concludes from it; the cue teaches "look at the mark
+      again". Use it with `cold_start.reflection_loss=after_cue`, or the cold start also learns
+      to mislocate.
     `slip`: sound reasoning but a different final answer, the imperfect-teacher noise that
     a cold start inherits and that verified-reward RL can remove.
     """
@@ -84,9 +88,22 @@ def demonstration(record: Record, rng: random.Random, reflect: bool, slip: bool 
     if reflect:
         if trace == "rederive" and rng.random() < 0.5:
             think = think.rsplit(" ", 1)[0] + f" {_wrong_answer(record, rng)}"
+        elif trace == "mislocate":
+            think = reasoning(record.meta["board"], record.question, _wrong_mark(record, rng))
         think += CUE_TEMPLATES["structured"]
     answer = _wrong_answer(record, rng) if slip else record.answer
     return f"<think>{think}</think><answer>{answer}</answer>"
+
+
+def _wrong_mark(record: Record, rng: random.Random) -> int:
+    """A cell other than the mark whose reading would give a wrong answer (the mark if none would)."""
+    cells = [c for row in record.meta["board"] for c in row]
+
+    def answer(cell: int) -> str:
+        return str(cells.count(cells[cell])) if record.answer_type == "math" else cells[cell]
+
+    options = [cell for cell in range(len(cells)) if answer(cell) != record.answer]
+    return rng.choice(options) if options else record.meta["mark"]
 
 
 def _wrong_answer(record: Record, rng: random.Random) -> str:
