@@ -3,6 +3,7 @@
 As in the paper's cold start, the policy first imitates demonstrations. A fraction of them
 are reflection traces (the structured repair cue before </think>, then the verified answer)
 so that repairing a failed attempt is something the policy has seen when RGR asks for it.
+`cold_start.reflection_loss=after_cue` trains only what follows the cue in those traces.
 The result is cached under a hash of everything that shapes it; later runs reuse it.
 """
 
@@ -14,12 +15,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+
 from care.config import Config
 from care.data.schema import prompt_text
 from care.data.synthetic import demonstration
 from care.hashing import config_hash
 from care.models import load_backbone
 from care.models.loading import save_pretrained_atomic
+from care.repair import CUE_TEMPLATES
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,51 @@ def demonstration_rows(records, num_demos: int, reflection_fraction: float, answ
                      "prompt": [{"role": "user", "content": prompt_text(record)}],
                      "completion": [{"role": "assistant", "content": response}]})
     return rows
+
+
+def mask_through_cue(labels: torch.Tensor, input_ids: torch.Tensor, cue_end: list[int], is_blank) -> torch.Tensor:
+    """`labels` with everything up to the last `cue_end` token run (and the blanks after it) set to -100.
+
+    Rows without the cue are left as they are; `is_blank(token_id)` says which tokens after the
+    cue are its own trailing whitespace.
+    """
+    labels = labels.clone()
+    width, n = input_ids.size(1), len(cue_end)
+    if width < n:
+        return labels
+    pattern = torch.tensor(cue_end, dtype=input_ids.dtype)
+    for row in range(input_ids.size(0)):
+        hits = (input_ids[row].unfold(0, n, 1) == pattern).all(dim=1).nonzero()
+        if not hits.numel():
+            continue
+        end = int(hits[-1]) + n
+        while end < width and is_blank(int(input_ids[row, end])):
+            end += 1
+        labels[row, :end] = -100
+    return labels
+
+
+def after_cue_collator(processor, cue: str):
+    """TRL's vision-language collator, with the failed attempt and cue of reflection traces out of the loss.
+
+    A reflection trace is a failed response, the repair cue, then the verified answer. Training on
+    the failed part would teach the policy to fail; only what follows the cue is the repair.
+    """
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    tokenizer = getattr(processor, "tokenizer", processor)
+    cue_end = tokenizer.encode(cue.rstrip().rsplit("\n", 1)[-1], add_special_tokens=False)
+
+    def is_blank(token_id: int) -> bool:
+        return not tokenizer.decode([token_id]).strip()
+
+    class AfterCueCollator(DataCollatorForVisionLanguageModeling):
+        def torch_call(self, examples):
+            batch = super().torch_call(examples)
+            batch["labels"] = mask_through_cue(batch["labels"], batch["input_ids"], cue_end, is_blank)
+            return batch
+
+    return AfterCueCollator(processor=processor, max_length=None, completion_only_loss=True)
 
 
 def run_cold_start(cfg: Config, train_records, backbone_source: str, cache_dir: Path) -> Path:
@@ -70,7 +119,11 @@ def run_cold_start(cfg: Config, train_records, backbone_source: str, cache_dir: 
         **device_args(cfg), seed=cfg.seed, completion_only_loss=True, max_length=None,
         dataloader_num_workers=0, disable_tqdm=True,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor)
+    collator = None  # TRL's own: the whole completion is in the loss
+    if cfg.cold_start.reflection_loss == "after_cue":
+        collator = after_cue_collator(processor, CUE_TEMPLATES["structured"])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor,
+                         data_collator=collator)
     trainer.train()
     if is_main_process():
         save_pretrained_atomic(out_dir, trainer.model, processor)

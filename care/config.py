@@ -109,7 +109,10 @@ class ColdStartConfig:
     num_demos: int = 1024
     reflection_fraction: float = 0.15
     answer_slip: float = 0.25  # share of demonstrations whose final answer contradicts their reasoning
-    reflection_trace: str = "rederive"  # what a reflection trace teaches: rederive | reconcile
+    reflection_trace: str = "rederive"  # what a reflection trace teaches: rederive | reconcile | mislocate
+    # after_cue: a reflection trace's failed attempt and cue stay out of the loss (a cold start that
+    # trains on them also learns to fail); whole: train the whole trace (sessions 2-3 default)
+    reflection_loss: str = "after_cue"
     epochs: float = 6.0
     learning_rate: float = 3e-3
     batch_size: int = 16
@@ -119,6 +122,7 @@ class ColdStartConfig:
         check_range("cold_start.reflection_fraction", self.reflection_fraction, 0.0, 1.0)
         check_range("cold_start.answer_slip", self.answer_slip, 0.0, 1.0)
         check_choice("cold_start.reflection_trace", self.reflection_trace, REFLECTION_TRACES)
+        check_choice("cold_start.reflection_loss", self.reflection_loss, ("after_cue", "whole"))
         check_range("cold_start.epochs", self.epochs, 0.0, low_open=True)
         check_range("cold_start.learning_rate", self.learning_rate, 0.0, low_open=True)
         check_range("cold_start.batch_size", self.batch_size, 1)

@@ -37,6 +37,7 @@ def test_defaults_are_valid():
     (lambda: DataConfig(name="mnist"), "data.name"),
     (lambda: DataConfig(grid=1), "data.grid"),
     (lambda: ColdStartConfig(reflection_fraction=1.5), "cold_start.reflection_fraction"),
+    (lambda: ColdStartConfig(reflection_loss="cue_only"), "cold_start.reflection_loss"),
     (lambda: BackboneConfig(family="llava"), "backbone.family"),
     (lambda: BackboneConfig(dtype="fp8"), "backbone.dtype"),
     (lambda: BackboneConfig(name="real", tiny=None), "backbone.path"),
