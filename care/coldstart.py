@@ -70,27 +70,23 @@ def mask_through_cue(labels: torch.Tensor, input_ids: torch.Tensor, cue_end: lis
     return labels
 
 
-def after_cue_collator(processor, cue: str):
-    """TRL's vision-language collator, with the failed attempt and cue of reflection traces out of the loss.
+def mask_after_cue(collator, tokenizer, cue: str):
+    """`collator` (TRL's), with the failed attempt and cue of reflection traces out of the loss.
 
     A reflection trace is a failed response, the repair cue, then the verified answer. Training on
     the failed part would teach the policy to fail; only what follows the cue is the repair.
     """
-    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
-
-    tokenizer = getattr(processor, "tokenizer", processor)
     cue_end = tokenizer.encode(cue.rstrip().rsplit("\n", 1)[-1], add_special_tokens=False)
 
     def is_blank(token_id: int) -> bool:
         return not tokenizer.decode([token_id]).strip()
 
-    class AfterCueCollator(DataCollatorForVisionLanguageModeling):
-        def torch_call(self, examples):
-            batch = super().torch_call(examples)
-            batch["labels"] = mask_through_cue(batch["labels"], batch["input_ids"], cue_end, is_blank)
-            return batch
+    def collate(examples):
+        batch = collator(examples)
+        batch["labels"] = mask_through_cue(batch["labels"], batch["input_ids"], cue_end, is_blank)
+        return batch
 
-    return AfterCueCollator(processor=processor, max_length=None, completion_only_loss=True)
+    return collate
 
 
 def run_cold_start(cfg: Config, train_records, backbone_source: str, cache_dir: Path) -> Path:
@@ -119,11 +115,9 @@ def run_cold_start(cfg: Config, train_records, backbone_source: str, cache_dir: 
         **device_args(cfg), seed=cfg.seed, completion_only_loss=True, max_length=None,
         dataloader_num_workers=0, disable_tqdm=True,
     )
-    collator = None  # TRL's own: the whole completion is in the loss
-    if cfg.cold_start.reflection_loss == "after_cue":
-        collator = after_cue_collator(processor, CUE_TEMPLATES["structured"])
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor,
-                         data_collator=collator)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor)
+    if cfg.cold_start.reflection_loss == "after_cue":  # otherwise TRL's collator trains the whole completion
+        trainer.data_collator = mask_after_cue(trainer.data_collator, processor.tokenizer, CUE_TEMPLATES["structured"])
     trainer.train()
     if is_main_process():
         save_pretrained_atomic(out_dir, trainer.model, processor)

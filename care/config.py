@@ -19,6 +19,7 @@ TASKS = ("train", "eval")
 BENCHMARKS = ("synthetic", "mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 REFLECTION_TRACES = ("mislocate", "reconcile", "rederive")  # cold-start reflection traces (care.data.synthetic.demonstration)
+REFLECTION_LOSSES = ("after_cue", "whole")  # what of a reflection trace the cold start trains (care.coldstart)
 
 
 def check_choice(key: str, value: Any, accepted: tuple) -> None:
@@ -122,7 +123,7 @@ class ColdStartConfig:
         check_range("cold_start.reflection_fraction", self.reflection_fraction, 0.0, 1.0)
         check_range("cold_start.answer_slip", self.answer_slip, 0.0, 1.0)
         check_choice("cold_start.reflection_trace", self.reflection_trace, REFLECTION_TRACES)
-        check_choice("cold_start.reflection_loss", self.reflection_loss, ("after_cue", "whole"))
+        check_choice("cold_start.reflection_loss", self.reflection_loss, REFLECTION_LOSSES)
         check_range("cold_start.epochs", self.epochs, 0.0, low_open=True)
         check_range("cold_start.learning_rate", self.learning_rate, 0.0, low_open=True)
         check_range("cold_start.batch_size", self.batch_size, 1)

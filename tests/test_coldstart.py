@@ -2,7 +2,7 @@
 
 import torch
 
-from care.coldstart import after_cue_collator, demonstration_rows, mask_through_cue
+from care.coldstart import demonstration_rows, mask_after_cue, mask_through_cue
 from care.config import Config
 from care.data.synthetic import make_splits
 from care.models import load_backbone
@@ -29,8 +29,11 @@ def test_after_cue_collator_trains_only_the_repair_of_a_reflection_trace(cache_d
     train, _ = make_splits(seed=0, train_size=40, eval_size=2)
     rows = demonstration_rows(train, 16, reflection_fraction=0.5, answer_slip=0.0, seed=0,
                               reflection_trace="mislocate")
-    whole = _trained_text(processor, rows, None)
-    after = _trained_text(processor, rows, after_cue_collator(processor, CUE_TEMPLATES["structured"]))
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    trls = DataCollatorForVisionLanguageModeling(processor=processor, max_length=None, completion_only_loss=True)
+    whole = _trained_text(processor, rows, trls)
+    after = _trained_text(processor, rows, mask_after_cue(trls, processor.tokenizer, CUE_TEMPLATES["structured"]))
     reflections = 0
     for row, full, kept in zip(rows, whole, after, strict=True):
         response = row["completion"][0]["content"]
@@ -45,10 +48,6 @@ def test_after_cue_collator_trains_only_the_repair_of_a_reflection_trace(cache_d
 
 
 def _trained_text(processor, rows, collator):
-    if collator is None:
-        from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
-
-        collator = DataCollatorForVisionLanguageModeling(processor=processor, max_length=None, completion_only_loss=True)
     batch = collator([dict(row) for row in rows])
     return [processor.tokenizer.decode(ids[labels != -100]) for ids, labels in zip(batch["input_ids"], batch["labels"],
                                                                                    strict=True)]

@@ -46,12 +46,17 @@ def _render(board: list[list[str]], mark: int, cell_px: int, rng: random.Random)
     return image
 
 
+def _answer(cells: list[str], mark: int, answer_type: str) -> str:
+    """The gold answer if `mark` were the marked cell: its colour, or how many cells share it."""
+    return str(cells.count(cells[mark])) if answer_type == "math" else cells[mark]
+
+
 def _question(rng: random.Random, board: list[list[str]], mark: int) -> tuple[str, str, str, str]:
     """(question, answer, answer_type, kind)."""
     cells = [c for row in board for c in row]
     if rng.random() < 0.5:
-        return MARKED_COLOR, cells[mark], "text", "color"
-    return MARKED_COUNT, str(cells.count(cells[mark])), "math", "count"
+        return MARKED_COLOR, _answer(cells, mark, "text"), "text", "color"
+    return MARKED_COUNT, _answer(cells, mark, "math"), "math", "count"
 
 
 def reasoning(board: list[list[str]], question: str, mark: int) -> str:
@@ -98,11 +103,7 @@ def demonstration(record: Record, rng: random.Random, reflect: bool, slip: bool 
 def _wrong_mark(record: Record, rng: random.Random) -> int:
     """A cell other than the mark whose reading would give a wrong answer (the mark if none would)."""
     cells = [c for row in record.meta["board"] for c in row]
-
-    def answer(cell: int) -> str:
-        return str(cells.count(cells[cell])) if record.answer_type == "math" else cells[cell]
-
-    options = [cell for cell in range(len(cells)) if answer(cell) != record.answer]
+    options = [cell for cell in range(len(cells)) if _answer(cells, cell, record.answer_type) != record.answer]
     return rng.choice(options) if options else record.meta["mark"]
 
 
