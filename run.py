@@ -7,18 +7,29 @@ The last line printed is `run_dir: <path>`.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import to_absolute_path
+from hydra.utils import to_absolute_path as hydra_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from care.config import Config
 
 ConfigStore.instance().store(name="care_schema", node=Config)
+
+
+def to_absolute_path(path: str) -> str:
+    """A relative path means the directory the user launched from: a sweep job running from its
+    code snapshot gets that directory as CARE_LAUNCH_DIR (hydra_plugins/care_launcher)."""
+    expanded = Path(path).expanduser()
+    if expanded.is_absolute():
+        return str(expanded)
+    launch_dir = os.environ.get("CARE_LAUNCH_DIR")
+    return str(Path(launch_dir) / expanded) if launch_dir else hydra_absolute_path(path)
 
 
 def to_config(dcfg: DictConfig) -> Config:

@@ -1,6 +1,7 @@
 """Multiruns through Hydra launchers: a real two-job toy sweep as separate local processes."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,15 +30,19 @@ def check_two_runs(sweep_dir: Path, cluster: str) -> None:
 
 def test_two_job_sweep_of_two_task_jobs_through_submitit_local(tmp_path, cache_dir):
     """Each job as two local processes (torch.distributed, gloo), run from the sweep's code snapshot:
-    one run directory per job, every step logged once, written by rank 0 only."""
+    one run directory per job, every step logged once, written by rank 0 only. A relative cache_dir
+    means the launch directory, not the snapshot (else every sweep rebuilds its backbones)."""
     sweep = tmp_path / "sweep"
-    result = run_sweep(sweep, "cluster=submitit_local", f"cache_dir={cache_dir}",
+    relative_cache = os.path.relpath(cache_dir, ROOT)
+    result = run_sweep(sweep, "cluster=submitit_local", f"cache_dir={relative_cache}",
                        "hydra.launcher.tasks_per_node=2", "hydra.launcher.snapshot=true")
     assert result.returncode == 0, result.stderr[-3000:]
     check_two_runs(sweep, "submitit_local")
+    assert not (sweep / ".code" / relative_cache).exists()
     for i in (0, 1):
         run = json.loads((sweep / str(i) / "run.json").read_text())
         assert run["world_size"] == 2
+        assert Path(run["config"]["cache_dir"]).resolve() == Path(cache_dir).resolve()
         assert json.loads((sweep / str(i) / "final.json").read_text())["processes"] == 2
         assert Path(run["code"]["dir"]) == sweep / ".code"  # the jobs imported care from the snapshot
         assert sorted(p.name for p in (sweep / str(i) / "eval").iterdir()) == \

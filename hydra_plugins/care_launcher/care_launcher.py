@@ -12,13 +12,18 @@ ask for the 7B model's GPUs for every job. These launchers compose each job's co
 
 With `snapshot: true` the tracked files of the repository (edits included) are copied into
 `<sweep dir>/.code` before submitting, and the jobs run there: code edited after
-`python run.py -m ...` returns cannot change a queued or requeued job.
+`python run.py -m ...` returns cannot change a queued or requeued job. The copy is made in
+Python (`CodeSnapshot`): submitit's RsyncSnapshot needs an rsync binary a fresh machine lacks.
+Relative paths in a job's config (`cache_dir`, weights, data) still mean the directory the
+sweep was launched from: the launcher passes it to the jobs as `CARE_LAUNCH_DIR` (see run.py).
 
 Hydra only loads launchers from the `hydra_plugins` namespace, hence this package's location.
 """
 
 import logging
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,6 +81,9 @@ class CareBasicLauncherConf:
 ConfigStore.instance().store(group="hydra/launcher", name="care_slurm", node=CareSlurmQueueConf, provider="care")
 ConfigStore.instance().store(group="hydra/launcher", name="care_local", node=CareLocalQueueConf, provider="care")
 ConfigStore.instance().store(group="hydra/launcher", name="care_basic", node=CareBasicLauncherConf, provider="care")
+
+
+LAUNCH_DIR_ENV = "CARE_LAUNCH_DIR"  # read by run.py: relative config paths resolve against it
 
 
 def config_error(message: str) -> SystemExit:
@@ -193,14 +201,72 @@ class CareLaunching(JobChecks):
 
         if not self.snapshot:
             return contextlib.nullcontext()
-        from submitit.helpers import RsyncSnapshot
-
         root = Path(__file__).resolve().parents[2]
         if not (root / ".git").exists():
             raise config_error(f"hydra.launcher.snapshot=true copies a git checkout, and {root} is not one; "
                                "set hydra.launcher.snapshot=false")
+        if shutil.which("git") is None:
+            raise config_error("hydra.launcher.snapshot=true needs git on PATH to list the tracked files; "
+                               "install git or set hydra.launcher.snapshot=false")
         log.info(f"code snapshot: {sweep_dir / '.code'}")
-        return RsyncSnapshot(snapshot_dir=sweep_dir / ".code", root_dir=root)
+        return CodeSnapshot(snapshot_dir=sweep_dir / ".code", root_dir=root)
+
+
+class CodeSnapshot:
+    """Copy the repository's tracked files, as they are in the working tree, into `snapshot_dir`, and
+    submit from there (the working directory, so jobs import the copy).
+
+    The copy is a shallow `git clone` of the committed state (so a job can still report its commit)
+    with the working tree's tracked files copied over it (so uncommitted edits run too, and the job
+    reports itself dirty). Untracked files are not copied: `git add` a new file first. Needs git, not
+    rsync. Launched from the directory the user ran `python run.py -m` in, jobs get it as
+    `CARE_LAUNCH_DIR`, so relative paths in their config do not resolve inside the snapshot.
+    """
+
+    def __init__(self, snapshot_dir: Path, root_dir: Path) -> None:
+        self.snapshot_dir = Path(snapshot_dir).absolute()
+        self.root_dir = Path(root_dir)
+        self.saved: tuple[str, str | None] | None = None
+
+    def tracked_files(self) -> list[str]:
+        listing = subprocess.run(["git", "ls-files", "-z", "--cached"], cwd=self.root_dir,
+                                 capture_output=True, check=True).stdout
+        return [name for name in listing.decode().split("\0") if name]
+
+    def copy(self) -> int:
+        if not self.snapshot_dir.exists():
+            self.snapshot_dir.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["git", "clone", "--quiet", "--depth=1", f"file://{self.root_dir}",
+                            str(self.snapshot_dir)], check=True, capture_output=True)
+        copied = 0
+        for name in self.tracked_files():
+            source, target = self.root_dir / name, self.snapshot_dir / name
+            if source.is_dir() and not source.is_symlink():  # a submodule: not part of the snapshot
+                continue
+            if not source.exists() and not source.is_symlink():  # deleted in the working tree
+                target.unlink(missing_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_symlink() or (target.exists() and source.is_symlink()):
+                target.unlink()
+            shutil.copy2(source, target, follow_symlinks=False)
+            copied += 1
+        return copied
+
+    def __enter__(self) -> "CodeSnapshot":
+        self.copy()
+        self.saved = (os.getcwd(), os.environ.get(LAUNCH_DIR_ENV))
+        os.environ[LAUNCH_DIR_ENV] = self.saved[1] or self.saved[0]
+        os.chdir(self.snapshot_dir)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        cwd, launch_dir = self.saved
+        os.chdir(cwd)
+        if launch_dir is None:
+            os.environ.pop(LAUNCH_DIR_ENV, None)
+        else:
+            os.environ[LAUNCH_DIR_ENV] = launch_dir
 
 
 class CareSlurmLauncher(CareLaunching, SlurmLauncher):
