@@ -11,8 +11,9 @@ mirror run.json's extras):
 - sweep: config["sweep"] if mirrored, else the run's W&B group;
 - choices: config["choices"] if mirrored, else the run's "group=choice" tags (the trainer
   tags runs with Hydra's runtime choices);
-- before/after: summary["before"] / summary["after"] dicts, or flat "before/<bench>",
-  "after/<bench>"; the trainer's "final/<bench>" summary keys are after-RL scores;
+- final.json: summary["final"], final.json whole as the pipeline mirrors it; for runs mirrored
+  before it, summary["before"] / summary["after"] dicts, or flat "before/<bench>", "after/<bench>",
+  and the trainer's "final/<bench>" summary keys are after-RL scores;
 - status: state finished -> finished; failed, crashed, killed -> failed; else unfinished;
 - global_step of a history row: its "global_step" key, else W&B's "_step" (the trainer logs
   with step=global_step).
@@ -29,7 +30,7 @@ import pyarrow as pa
 from analysis.collect import RunRecord, assemble, config_run_key, run_row
 
 FAILED_STATES = {"failed", "crashed", "killed"}
-META_KEYS = ("run_key", "sweep", "choices", "label")
+META_KEYS = ("run_key", "choices")  # what the mirror adds to the config (sweep and label are Config fields)
 
 
 def plain(value: Any) -> Any:
@@ -41,6 +42,8 @@ def plain(value: Any) -> Any:
 
 def split_scores(summary: dict[str, Any]) -> dict[str, Any]:
     """final.json's shape ({"before": {...}, "after": {...}, ...}) out of a run summary."""
+    if isinstance(summary.get("final"), dict):  # mirrored whole by care.pipeline
+        return dict(summary["final"])
     final: dict[str, Any] = {"before": {}, "after": {}}
     for key, value in summary.items():
         if key in ("before", "after") and isinstance(value, dict):
@@ -93,8 +96,9 @@ def history_table(run) -> pa.Table | None:
 
 def wandb_record(run, project_path: str) -> RunRecord:
     """One W&B run as a RunRecord (curves read lazily, only if the run survives dedupe)."""
-    config = dict(plain(run.config))
+    config = {key: value for key, value in plain(run.config).items() if key != "_wandb"}  # W&B's own
     meta = {key: config.pop(key) for key in META_KEYS if key in config}
+    meta.update({key: config[key] for key in ("sweep", "label") if key in config})
     if isinstance(config.get("config"), dict):  # run.json mirrored whole
         config = config["config"]
     summary = plain(run.summary)

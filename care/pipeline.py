@@ -78,7 +78,9 @@ def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = Non
         files.mark_failed(err)
         mirror.finish(exit_code=1)
         raise
-    mirror.summary({f"final/{k}": v for k, v in final["after"].items() if isinstance(v, float)})
+    # final.json whole under "final" (before and after, counts, timings), so W&B alone holds what the
+    # analysis reads; final/<benchmark> are the after-RL scores as flat keys for W&B's run table
+    mirror.summary({"final": final, **{f"final/{k}": v for k, v in final["after"].items() if isinstance(v, float)}})
     mirror.finish()
     return final
 
