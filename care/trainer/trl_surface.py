@@ -5,7 +5,9 @@ in TRL promises they keep their names, parameters or the batch keys they read. T
 states that surface — each method we override or call, each attribute we read, each batch key
 we rely on, and why — and `surface_problems` checks it against the installed TRL, so an
 upgrade fails tests/test_trl_surface.py with a message naming what moved instead of training
-silently wrong.
+silently wrong. (One internal is the model's, not TRL's: the feature hook sits on
+`model.get_decoder().norm`; tests/test_trainer.py's feature tests exercise it.) GRPOConfig's
+public keyword arguments (care/trainer/build.py) need no entry: GRPOConfig rejects unknown ones.
 
 It also holds the one seam where CARE's own loss mask meets TRL's: CARE keeps the tokens it
 trains in `LOSS_MASK` (RGR repair contexts and rollouts outside the subgroup are 0), and
