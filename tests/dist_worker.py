@@ -15,6 +15,7 @@ def run_rank(rank: int, world: int, port: int, cache_dir: str, out_dir: str) -> 
     torch.set_num_threads(1)
     import care.trainer.care_trainer as module
     from care.config import RGRConfig
+    from care.trainer.trl_surface import LOSS_MASK
     from tests.trainer_helpers import build_tiny_trainer, tiny_config
 
     recorded = {}
@@ -44,5 +45,5 @@ def run_rank(rank: int, world: int, port: int, cache_dir: str, out_dir: str) -> 
     local = outputs[-1]
     torch.save({"recorded": {k: v for k, v in recorded.items() if k != "args"}, "generate_calls": generate_calls,
                 "args": recorded["args"], "local_advantages": local["advantages"],
-                "local_rows": local["completion_ids"].size(0), "tool_mask": local["tool_mask"]},
+                "local_rows": local["completion_ids"].size(0), "loss_mask": local[LOSS_MASK]},
                Path(out_dir) / f"rank{rank}.pt")

@@ -54,6 +54,6 @@ def test_two_processes_decide_like_one(cache_dir, tmp_path):
     flat_in = single.in_subgroup.reshape(-1)
     for rank, data in enumerate(ranks):
         rows = slice(6 * rank, 6 * rank + 6)
-        assert torch.equal(data["tool_mask"].amax(dim=1).bool(), flat_in[rows])
+        assert torch.equal(data["loss_mask"].amax(dim=1).bool(), flat_in[rows])
         sums = data["local_advantages"].sum(dim=1)
         assert torch.allclose(sums, single.advantages.reshape(-1)[rows].float(), atol=1e-5)

@@ -1,11 +1,13 @@
 """`task=eval` end to end on the six benchmark fixtures, and its failure modes."""
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SIX = ["mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision"]
@@ -114,10 +116,15 @@ def test_vllm_engine_gets_the_hf_prompts_images_and_sampling(tmp_path, cache_dir
     assert result["after"]["n"] == len(records)
 
 
+@pytest.mark.skipif(torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None,
+                    reason="a CUDA GPU and vLLM are here: eval.engine=vllm can run")
 def test_vllm_engine_is_refused_where_it_cannot_run(tmp_path):
     result = _run("eval.engine=vllm", f"hydra.run.dir={tmp_path / 'job'}")
     assert result.returncode == 2
     assert "eval.engine='vllm'" in result.stderr and "eval.engine=hf" in result.stderr
+
+
+def test_vllm_engine_is_refused_for_a_training_run(tmp_path):
     training = subprocess.run([sys.executable, "run.py", "eval.engine=vllm", f"hydra.run.dir={tmp_path / 'train'}"],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert training.returncode == 2 and "applies to task=eval" in training.stderr

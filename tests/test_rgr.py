@@ -8,6 +8,7 @@ import torch
 from care.config import RGRConfig
 from care.objective import CareConfig, score_subgroups
 from care.repair import CUE_TEMPLATES, cue_text, repair_context
+from care.trainer.trl_surface import LOSS_MASK
 from tests.trainer_helpers import build_tiny_trainer, tiny_config
 
 CUE = " <cue> "
@@ -138,7 +139,7 @@ def test_splice_keeps_batch_shape_and_only_changes_repaired_rows(cache_dir, tmp_
     assert (after["completion_mask"][untouched, width:] == 0).all()
     assert not any(torch.equal(after["completion_ids"][r, :width], before["completion_ids"][r]) for r in rows)
     # prompt_only: the whole spliced completion is trained
-    assert torch.equal(after["tool_mask"][rows], after["completion_mask"][rows])
+    assert torch.equal(after[LOSS_MASK][rows], after["completion_mask"][rows])
 
 
 def test_spliced_rows_get_the_objectives_advantage_for_their_repair_outcome(cache_dir, tmp_path):
@@ -173,7 +174,7 @@ def test_with_prefix_trains_only_the_continuation_and_rescores_reference_logps(c
     assert rows
     for row in rows:
         length = int(after["completion_mask"][row].sum())
-        trained = after["tool_mask"][row, :length]
+        trained = after[LOSS_MASK][row, :length]
         assert trained[0] == 0 and trained[-1] == 1  # context first, then the decoded continuation
         assert trained.diff().ge(0).all()  # one switch from context to continuation
     # reference log-probs of spliced rows are recomputed on exactly the spliced tokens

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from care.objective import care_advantages
+from care.trainer.trl_surface import LOSS_MASK
 from tests.trainer_helpers import build_tiny_trainer, tiny_config
 
 
@@ -66,12 +67,13 @@ def test_logged_k_prime_matches_the_objective_for_that_batch(deferred, cache_dir
     assert logged["care/k_prime_mean"] == pytest.approx(result.k_prime[with_subgroup].float().mean().item())
     if deferred:  # rows are shuffled before the loss; the rest of this test reads generation order
         return
-    # the loss mask keeps exactly the subgroup: anchor + K' negatives per group
-    kept_rows = output["tool_mask"].amax(dim=1).bool()
+    # CARE's loss mask keeps exactly the subgroup: anchor + K' negatives per group; TRL's tool_mask is not used
+    assert "tool_mask" not in output
+    kept_rows = output[LOSS_MASK].amax(dim=1).bool()
     assert torch.equal(kept_rows, result.in_subgroup.reshape(-1))
     sizes = result.in_subgroup.sum(dim=1)
     assert torch.equal(sizes[with_subgroup], result.k_prime[with_subgroup] + 1)
-    expected_items = (output["completion_mask"] * output["tool_mask"]).sum()
+    expected_items = (output["completion_mask"] * output[LOSS_MASK]).sum()
     assert output["num_items_in_batch"] == expected_items
 
 
@@ -164,7 +166,7 @@ def test_deferred_objective_gives_the_eager_loss_and_gradient(cache_dir, tmp_pat
 
     trainer.defer_override = True
     deferred = trainer.apply_objective(copy(raw["output"]))
-    assert "care_row" in deferred and "tool_mask" not in deferred  # nothing decided before the loss forward
+    assert "care_row" in deferred and LOSS_MASK not in deferred  # nothing decided before the loss forward
     torch.manual_seed(3)  # TRL shuffles rows between generation and loss; so do we
     deferred = unsplit_pixel_values_by_grid(shuffle_sequence_dict(split_pixel_values_by_grid(deferred)))
     assert not torch.equal(deferred["care_row"], torch.arange(deferred["care_row"].numel()))

@@ -1,18 +1,10 @@
 """One trainer for every algorithm: TRL's GRPOTrainer with CARE advantages swapped in.
 
-TRL generates, scores and (for GRPO, DAPO, GSPO) computes group z-score advantages; the
-loss itself is TRL's, configured per algorithm. For `care` this subclass then
-1. finds each rollout's <think>/<answer> spans from its token ids,
-2. reads, from one forward of the old policy, both the summed log-prob and the last-layer
-   hidden states mean-pooled over the think span (a forward hook on the decoder's final
-   norm, so TRL's own multimodal batching is reused; which forward: see CareGRPOTrainer),
-3. gathers those features across processes (groups are consecutive blocks of G and may
-   span ranks) and calls `care.objective` identically on every rank,
-4. with RGR on, repairs each group's nearest hard negative and splices the repair into the
-   batch in place (`care.trainer.repair`) before the subgroup is scored,
-5. hands back the local slice as per-token advantages (region credit) and masks every
-   rollout outside the subgroup out of the loss and the token normaliser (`tool_mask`).
-Every algorithm logs the same signal metrics, computed on its own advantages.
+TRL generates, scores and (for GRPO, DAPO, GSPO) computes group z-score advantages; the loss
+itself is TRL's, configured per algorithm. For `care`, CareGRPOTrainer replaces the advantages
+and the set of trained rollouts; its docstring walks through one step. Every algorithm logs the
+same signal metrics, computed on its own advantages. The TRL internals this relies on are
+listed, and checked against the installed TRL, in `care.trainer.trl_surface`.
 """
 
 from __future__ import annotations
@@ -30,11 +22,13 @@ from care.objective import (
     score_subgroups,
     select_subgroups,
     signal_metrics,
+    subgroup_loss_mask,
     think_len_for_ranking,
     token_advantages,
 )
 from care.trainer.repair import ReflectionResampler, forward_kwargs
 from care.trainer.spans import SpanFinder, Spans
+from care.trainer.trl_surface import LOSS_MASK, loss_inputs, trained_tokens
 
 # signal_metrics key -> logged name (TRL logs keys as given; our callback prefixes bare ones with train/)
 LOGGED_NAMES = {
@@ -71,14 +65,34 @@ class Features:
 class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
     """GRPOTrainer whose advantages come from `care.objective` when `algorithm == "care"`.
 
+    One CARE step, in order (methods of this class unless named otherwise):
+    1. rollouts: `_generate_and_score_completions` seeds sampling by (seed, step, rank) and lets
+       TRL generate G responses per prompt (RGR's `_generate` keeps the prepared prompts);
+    2. verify: TRL scores them with the verifier rewards; `_calculate_rewards` keeps the gathered
+       per-function rewards, `_gathered_rewards` turns them into (total reward, correct);
+    3. hidden states: `_get_per_token_logps_and_entropies`, when armed, pools last-layer hidden
+       states over each think span with a forward hook, beside TRL's log-probs (`Features`);
+       which forward carries it is below;
+    4. select: `_care_step` gathers the features over processes (groups may span ranks) and
+       calls `care.objective.select_subgroups` identically on every rank (anchor, hard
+       negatives, repair candidate per group);
+    5. repair: with RGR on, `_repair` (`care.trainer.repair.ReflectionResampler`) decodes one
+       repair per group and splices it into the batch in place;
+    6. advantages: `care.objective.score_subgroups`, then `_hand_back` writes per-token
+       advantages (region credit) and narrows CARE's loss mask (`trl_surface.LOSS_MASK`) to the
+       subgroup, so rollouts outside it leave the loss and the token normaliser;
+    7. loss: `_compute_loss` hands TRL's `_compute_loss` the batch with that mask folded in
+       (`trl_surface.loss_inputs`).
+
     Where the hidden states come from (never an extra pass when one can be avoided):
     - deferred (`defer_objective`: RGR off, one PPO epoch, one micro-batch per generation,
-      token-level mean loss, no vLLM): from the loss forward itself. The objective runs between
-      that forward and the loss: rollouts outside the subgroup get zero advantage, a KL
-      reference equal to their own detached log-probs (so exactly zero loss and gradient) and
-      leave the token normaliser; the gradient is the eager path's (tested).
+      token-level mean loss, no vLLM): from the loss forward itself; steps 4-6 run between that
+      forward and the loss (`_deferred_objective`): rollouts outside the subgroup get zero
+      advantage, a KL reference equal to their own detached log-probs (so exactly zero loss and
+      gradient) and leave the token normaliser; the gradient is the eager path's (tested).
     - TRL's own old-log-prob forward, when it runs one (vLLM, several PPO epochs).
-    - otherwise one extra no-grad forward (RGR must know the subgroup before the batch is final).
+    - otherwise one extra no-grad forward (`_rollout_features`: RGR must know the subgroup
+      before the batch is final).
     """
 
     def __init__(self, *args, algorithm: str, care_config: CareConfig, seed: int = 0,
@@ -166,10 +180,12 @@ class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
         self._features = features
 
     def _compute_loss(self, model, inputs):
-        if "care_row" in inputs:  # deferred objective: run it inside this forward
-            self._on_forward = lambda features: self._deferred_objective(features, inputs)
+        """TRL's loss on CARE's tokens: our loss mask enters TRL's only through `loss_inputs`."""
+        batch = loss_inputs(inputs)
+        if "care_row" in batch:  # deferred objective: run it inside this forward
+            self._on_forward = lambda features: self._deferred_objective(features, batch)
         try:
-            return super()._compute_loss(model, inputs)
+            return super()._compute_loss(model, batch)
         finally:
             self._on_forward = None
 
@@ -188,17 +204,18 @@ class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
     def _deferred_objective(self, features: Features, inputs: dict) -> None:
         """Objective between the loss forward and the loss: write advantages, KL reference and normaliser."""
         order = inputs["care_row"]
-        self._care_step(inputs, features, order=order)
+        in_subgroup = self._care_step(inputs, features, order=order)
         if "ref_per_token_logps" in inputs:  # outside the subgroup: KL against itself, zero loss and gradient
-            outside = ~inputs["tool_mask"].bool().any(dim=1)
+            outside = ~in_subgroup
             ref = inputs["ref_per_token_logps"].clone()
             ref[outside] = features.per_token_logps[outside].to(ref.dtype)
             inputs["ref_per_token_logps"] = ref
 
-    def _care_step(self, output: dict, features: Features, order: torch.Tensor | None = None) -> None:
+    def _care_step(self, output: dict, features: Features, order: torch.Tensor | None = None) -> torch.Tensor:
         """Subgroups, RGR, scoring, hand-back and signal logging for one generation batch.
 
         `order[i]` is the generation-order row of the batch's row i (deferred path); None: same order.
+        Returns which local rows (in the batch's order) are in their group's subgroup.
         """
         group = self.num_generations
         spans = features.spans
@@ -219,10 +236,11 @@ class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
             outcome, repair_reward = repairs.outcome, repairs.reward
             spans = self.span_finder.find(output["completion_ids"], output["completion_mask"])
         result = score_subgroups(selection, rewards.view(-1, group), self.care_config, outcome, repair_reward)
-        self._hand_back(output, result, spans, order)
+        in_subgroup = self._hand_back(output, result, spans, order)
         self.last_objective = result
         self._log_signal(signal_metrics(result, correct.view(-1, group), think_len=think_all,
                                         k_hist=self.care_config.k))
+        return in_subgroup
 
     def _baseline_signal(self, output: dict) -> dict:
         """GRPO / DAPO / GSPO keep TRL's advantages; log the same signal metrics on them."""
@@ -255,21 +273,24 @@ class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
         start = self.accelerator.process_index * batch
         return slice(start, start + batch)
 
-    def _hand_back(self, output: dict, result, spans: Spans, order: torch.Tensor | None = None) -> None:
-        """Local per-token advantages; rollouts outside the subgroup leave the loss and its normaliser."""
+    def _hand_back(self, output: dict, result, spans: Spans, order: torch.Tensor | None = None) -> torch.Tensor:
+        """Local per-token advantages, and CARE's loss mask narrowed to the subgroup.
+
+        Rollouts outside the subgroup leave the loss and its token normaliser (spec section 3), not
+        merely carry A = 0. Returns the local rows' subgroup membership, in the batch's order.
+        """
         completion_mask = output["completion_mask"]
         local = self._process_slice(completion_mask.size(0))
         rows = slice(None) if order is None else order.cpu()
         advantages, in_subgroup, positive = (
             t.reshape(-1)[local][rows].to(completion_mask.device)
             for t in (result.advantages, result.in_subgroup, result.verifier_positive))
-        tool_mask = output.get("tool_mask")  # RGR's with_prefix rows: the repair context is not trained
-        trained = completion_mask if tool_mask is None else completion_mask * tool_mask
+        trained = trained_tokens(output)  # RGR's with_prefix rows: the repair context is not trained
         output["advantages"] = token_advantages(advantages, spans.think, spans.answer, trained, positive,
                                                 mode=self.care_config.token_credit, tau_pos=self.care_config.tau_pos)
-        keep = in_subgroup.long().unsqueeze(1).expand_as(completion_mask)
-        output["tool_mask"] = keep if tool_mask is None else tool_mask * keep
-        output["num_items_in_batch"] = self.accelerator.gather((completion_mask * output["tool_mask"]).sum()).sum()
+        output[LOSS_MASK] = subgroup_loss_mask(trained, in_subgroup).to(completion_mask.dtype)
+        output["num_items_in_batch"] = self.accelerator.gather(trained_tokens(output).sum()).sum()
+        return in_subgroup
 
     # ------------------------------------------------------------------ features
     @torch.no_grad()

@@ -10,7 +10,8 @@ repair of its cosine-nearest negative:
 3. a re-score with the same reward functions (TRL's `_calculate_rewards`, gathered),
 4. a splice in place: the repaired completion replaces the negative's row, so batch size and
    group layout never change. `prompt_only` trains the continuation under the original prompt;
-   `with_prefix` keeps the repair context as completion tokens outside the loss. Old, reference
+   `with_prefix` keeps the repair context as completion tokens outside CARE's loss mask
+   (`care.trainer.trl_surface.LOSS_MASK`). Old, reference
    and sampling log-probs of spliced rows are recomputed on exactly the tokens trained, and any
    importance-sampling ratio is set to 1 for them (no correction, as the reference code).
 """
@@ -27,12 +28,13 @@ from trl.trainer.utils import split_pixel_values_by_grid, unsplit_pixel_values_b
 
 from care.config import RGRConfig
 from care.repair import repair_context
+from care.trainer.trl_surface import LOSS_MASK
 
 FORWARD_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
                 "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
 # per-token tensors that follow the completion width, with the value that pads them
-COMPLETION_WIDTH_KEYS = {"completion_ids": None, "completion_mask": 0, "tool_mask": 0, "old_per_token_logps": 0.0,
-                         "ref_per_token_logps": 0.0, "sampling_per_token_logps": 0.0}
+COMPLETION_WIDTH_KEYS = {"completion_ids": None, "completion_mask": 0, "tool_mask": 0, LOSS_MASK: 0,
+                         "old_per_token_logps": 0.0, "ref_per_token_logps": 0.0, "sampling_per_token_logps": 0.0}
 
 
 @dataclass
@@ -165,18 +167,20 @@ class ReflectionResampler:
             spliced.append(prefix + ids)
             trainable.append([0] * len(prefix) + [1] * len(ids))
         width = max(output["completion_ids"].size(1), *(len(ids) for ids in spliced))
-        if "tool_mask" not in output:
-            output["tool_mask"] = torch.ones_like(output["completion_mask"])
+        if LOSS_MASK not in output:
+            output[LOSS_MASK] = torch.ones_like(output["completion_mask"])
         _widen(output, width, self._tokenizer.pad_token_id)
         device = output["completion_ids"].device
         index = torch.tensor(rows, device=device)
         output["completion_ids"][index] = self._tokenizer.pad_token_id
         output["completion_mask"][index] = 0
-        output["tool_mask"][index] = 0
+        output[LOSS_MASK][index] = 0
+        if "tool_mask" in output:  # TRL's tool-result mask: a repair holds no tool output
+            output["tool_mask"][index] = 1
         for row, ids, mask in zip(rows, spliced, trainable, strict=True):
             output["completion_ids"][row, : len(ids)] = torch.tensor(ids, device=device)
             output["completion_mask"][row, : len(ids)] = 1
-            output["tool_mask"][row, : len(ids)] = torch.tensor(mask, device=device)
+            output[LOSS_MASK][row, : len(ids)] = torch.tensor(mask, device=device)
         self._rescore_logps(output, rows)
 
     @torch.no_grad()
