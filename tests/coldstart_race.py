@@ -17,8 +17,11 @@ from pathlib import Path
 
 
 def main(out_dir: str, log: str, go: str, mode: str = "build") -> None:
+    import logging
+
     from care.coldstart import build_once
 
+    logging.basicConfig(level=logging.INFO)
     Path(f"{log}.ready.{os.getpid()}").touch()
     while not Path(go).exists():
         time.sleep(0.02)
@@ -42,3 +45,28 @@ def main(out_dir: str, log: str, go: str, mode: str = "build") -> None:
 
 if __name__ == "__main__":
     main(*sys.argv[1:])
+
+
+def rank_main(rank: int, world: int, port: int, out_dir: str, log: str) -> None:
+    """One rank of a 2-process job (gloo): all ranks train, rank 0 alone holds the lock and saves."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
+    from care.coldstart import build_once
+    from care.distributed import join_process_group
+
+    join_process_group()
+
+    def train():
+        with open(log, "a") as handle:
+            handle.write(f"rank{rank} train\n")
+        return {"built_by": f"rank{rank}"}
+
+    def save(target: Path, made: dict) -> None:
+        with open(log, "a") as handle:
+            handle.write(f"rank{rank} save\n")
+        target.mkdir()
+        (target / "config.json").write_text(made["built_by"])
+
+    for _ in range(2):  # the second call finds it built: no training on any rank
+        assert build_once(Path(out_dir), train, save) == Path(out_dir)
+        assert (Path(out_dir) / "config.json").read_text() == "rank0"  # every rank sees it after the barrier

@@ -122,7 +122,7 @@ def test_run_py_rejects_an_incomplete_choice_before_any_work(tmp_path, overrides
     result = subprocess.run([sys.executable, "run.py", *overrides, f"hydra.run.dir={tmp_path}/run"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and message in result.stderr
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run" / "run.json").exists() and not (tmp_path / "run" / "final.json").exists()
 
 
 def test_preflight_checks_name_the_key_and_value(tmp_path):
@@ -185,6 +185,7 @@ def test_two_jobs_that_need_the_same_cold_start_at_once_build_it_once(tmp_path):
     results, builds = race(tmp_path, "build", "build")
     assert [r.returncode for r in results] == [0, 0], [r.stderr[-2000:] for r in results]
     assert len(builds) == 1  # one built, the other waited and reused it
+    assert sum("another job is building" in r.stderr for r in results) == 1
     builder = builds[0].split()[0]
     assert (tmp_path / "cache" / "cold" / "config.json").read_text() == builder
     assert {r.stdout.strip() for r in results} == {str(tmp_path / "cache" / "cold")}
@@ -272,3 +273,18 @@ def test_bad_sft_data_fails_before_any_weights_load(tmp_path, monkeypatch):
         cold_start_policy(cfg, [], "/backbone", tmp_path / "cache")
     built = [p.name for p in (tmp_path / "cache" / "cold_start").iterdir() if not p.name.endswith(".lock")]
     assert built == []  # no cold start, half-built or otherwise
+
+
+def test_in_a_two_process_job_every_rank_trains_and_rank_0_alone_saves(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from tests.coldstart_race import rank_main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "ranks.log"
+    mp.spawn(rank_main, args=(2, port, str(tmp_path / "cold"), str(log)), nprocs=2, join=True)
+    assert sorted(log.read_text().splitlines()) == ["rank0 save", "rank0 train", "rank1 train"]
