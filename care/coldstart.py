@@ -1,10 +1,17 @@
-"""Cold-start SFT: teach the response format and the task's reasoning before RL.
+"""Cold start: the policy RL starts from, chosen by the `cold_start=` group (conf/cold_start/).
 
-As in the paper's cold start, the policy first imitates demonstrations. A fraction of them
-are reflection traces (the structured repair cue before </think>, then the verified answer)
-so that repairing a failed attempt is something the policy has seen when RGR asks for it.
-`cold_start.reflection_loss=after_cue` trains only what follows the cue in those traces.
-The result is cached under a hash of everything that shapes it; later runs reuse it.
+- `synthetic`: SFT on demonstrations of the synthetic task. A fraction of them are reflection traces
+  (the structured repair cue before </think>, then the verified answer), so that repairing a failed
+  attempt is something the policy has seen when RGR asks for it. `cold_start.reflection_loss=after_cue`
+  trains only what follows the cue in those traces.
+- `sft`: SFT on `cold_start.path` (TRL conversational or LLaVA/ShareGPT files, care.sft_files), the
+  paper's cold start on Vision-R1-cold.
+- `checkpoint`: `cold_start.checkpoint`, a cold-started policy made elsewhere, used as is.
+- `none`: RL starts from the backbone.
+
+A built cold start is cached under a hash of everything that shapes it (backbone, settings, seed and,
+for `sft`, the data files' bytes), so every RL run of a sweep reuses one. A file lock makes the first
+job build it while the others wait and then reuse it, instead of all building the same thing.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import logging
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,10 +35,24 @@ from care.repair import CUE_TEMPLATES
 
 log = logging.getLogger(__name__)
 
+# the settings that shape each kind of cold start (the others do not enter its cache key)
+TRAINING_KEYS = ("epochs", "learning_rate", "batch_size", "micro_batch_size", "warmup_ratio", "max_length")
+SYNTHETIC_KEYS = ("num_demos", "reflection_fraction", "answer_slip", "reflection_trace", "reflection_loss")
 
-def cold_start_key(cfg: Config, backbone_source: str) -> str:
-    data = (cfg.data.name, cfg.data.seed, cfg.data.grid, cfg.data.cell_px)
-    return config_hash("cold_start/v3", cfg.backbone.name, backbone_source, data, cfg.cold_start, cfg.seed)
+
+def cold_start_key(cfg: Config, backbone_source: str, data_digest: str | None = None) -> str:
+    """Hash of what shapes the cold start: backbone, training settings, seed, and its data.
+
+    `synthetic`: the synthetic task's generator settings; `sft`: `data_digest`, the SFT files' content hash.
+    """
+    cs = cfg.cold_start
+    settings = {key: getattr(cs, key) for key in TRAINING_KEYS}
+    if cs.name == "synthetic":
+        settings |= {key: getattr(cs, key) for key in SYNTHETIC_KEYS}
+        data = (cfg.data.name, cfg.data.seed, cfg.data.grid, cfg.data.cell_px)
+    else:
+        data = data_digest
+    return config_hash("cold_start/v4", cs.name, cfg.backbone.name, backbone_source, data, settings, cfg.seed)
 
 
 def demonstration_rows(records, num_demos: int, reflection_fraction: float, answer_slip: float,
@@ -89,38 +111,132 @@ def mask_after_cue(collator, tokenizer, cue: str):
     return collate
 
 
-def run_cold_start(cfg: Config, train_records, backbone_source: str, cache_dir: Path) -> Path:
-    """A directory with the cold-started policy (weights + processor); built once per key."""
-    from care.distributed import is_main_process, main_process_decides, wait_for_everyone, world_size
+def check_cold_start(cfg: Config) -> None:
+    """Cheap checks that fail before any work is queued (the full SFT data check runs before its build)."""
+    cs = cfg.cold_start
+    if cs.name == "synthetic" and cfg.data.name != "synthetic":
+        raise ValueError(f"cold_start=synthetic builds demonstrations of the synthetic task, but data.name="
+                         f"{cfg.data.name!r}; choose cold_start=sft (with cold_start.path), checkpoint or none")
+    if cs.name == "sft":
+        from care.sft_files import data_files
+        data_files(cs.path)
+    if cs.name == "checkpoint" and not (Path(cs.checkpoint).expanduser() / "config.json").is_file():
+        raise ValueError(f"cold_start.checkpoint={cs.checkpoint!r} holds no model (no config.json there); "
+                         "point it at a saved cold-started policy (weights + processor)")
 
-    out_dir = cache_dir / "cold_start" / f"{cfg.backbone.name}-{cold_start_key(cfg, backbone_source)}"
-    # every process must agree: they either all reuse the cache or all train (DDP) together
-    if main_process_decides((out_dir / "config.json").exists()):
-        log.info("cold start: reusing %s", out_dir)
+
+def cold_start_policy(cfg: Config, train_records, backbone_dir: str, cache_dir: Path) -> str:
+    """The directory RL starts from, as `cold_start.name` says; builds (once per key) what needs building."""
+    check_cold_start(cfg)
+    name = cfg.cold_start.name
+    if name == "none":
+        return backbone_dir
+    if name == "checkpoint":
+        return str(Path(cfg.cold_start.checkpoint).expanduser().resolve())
+    if name == "sft":
+        from care.sft_files import content_digest
+        key = cold_start_key(cfg, backbone_dir, content_digest(cfg.cold_start.path))
+    else:
+        key = cold_start_key(cfg, backbone_dir)
+    out_dir = cache_dir / "cold_start" / f"{cfg.backbone.name}-{name}-{key}"
+    return str(build_once(out_dir, lambda: sft_trainer(cfg, train_records, backbone_dir, cache_dir), save_policy))
+
+
+def build_once(out_dir: Path, train: Callable, save: Callable) -> Path:
+    """`out_dir` holding what `train()` made and `save(out_dir, made)` wrote, built by one job only.
+
+    A file lock beside `out_dir` (filelock: an OS lock, released if its holder dies, so a killed job
+    leaves no stale lock) serialises jobs that need the same cold start: whoever gets it first builds,
+    the others find `out_dir` done and reuse it. Inside a multi-process job only rank 0 takes the lock,
+    all ranks train together and rank 0 saves. While another job builds, every rank waits on the lock
+    itself rather than in a collective, which would time out during an hours-long build.
+    """
+    from filelock import FileLock, Timeout
+
+    from care.distributed import is_main_process, main_process_decides, wait_for_everyone
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = str(out_dir.parent / f".{out_dir.name}.lock")
+    while True:
+        lock, held = FileLock(lock_path), False
+        if is_main_process() and not done(out_dir):
+            try:
+                lock.acquire(blocking=False)
+                held = True
+            except Timeout:
+                pass
+        state = main_process_decides("reuse" if done(out_dir) else "build" if held else "wait")
+        if state == "wait":
+            log.info("cold start: another job is building %s; waiting for it", out_dir)
+            with FileLock(lock_path):
+                pass  # its builder let go: it finished (reuse) or died (build it here)
+            continue
+        try:
+            if state == "build":
+                made = train()
+                if is_main_process():
+                    save(out_dir, made)
+                wait_for_everyone()  # the others read what rank 0 saved
+            else:
+                log.info("cold start: reusing %s", out_dir)
+        finally:
+            if held:
+                lock.release()
         return out_dir
-    from datasets import Dataset
+
+
+def done(out_dir: Path) -> bool:
+    return (out_dir / "config.json").exists()
+
+
+def save_policy(out_dir: Path, made) -> None:
+    model, processor = made
+    save_pretrained_atomic(out_dir, model, processor)
+
+
+def sft_trainer(cfg: Config, train_records, backbone_dir: str, cache_dir: Path):
+    """Fine-tune the backbone on the cold start's rows; returns (model, processor)."""
+    from datasets import Dataset, Image, List
     from trl import SFTConfig, SFTTrainer
 
+    from care.distributed import world_size
     from care.trainer.build import device_args
 
-    model, processor, _ = load_backbone(cfg.backbone, cache_dir, source=backbone_source)
-    rows = demonstration_rows(train_records, cfg.cold_start.num_demos, cfg.cold_start.reflection_fraction,
-                              cfg.cold_start.answer_slip, cfg.seed, cfg.cold_start.reflection_trace)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    cs = cfg.cold_start
+    if cs.name == "sft":  # read and check every record and image before loading any weights
+        from care.sft_files import load_sft_rows
+        dataset = Dataset.from_list(load_sft_rows(cs.path)).cast_column("images", List(Image()))
+    else:
+        dataset = Dataset.from_list(demonstration_rows(train_records, cs.num_demos, cs.reflection_fraction,
+                                                       cs.answer_slip, cfg.seed, cs.reflection_trace))
+    model, processor, _ = load_backbone(cfg.backbone, cache_dir, source=backbone_dir)
+    per_device, accumulation = batch_layout(cs.batch_size, cs.micro_batch_size, world_size())
     scratch = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".cold-start-"))
     args = SFTConfig(  # the batch is split over processes, so its size does not depend on the job's layout
-        output_dir=str(scratch), per_device_train_batch_size=max(1, cfg.cold_start.batch_size // world_size()),
-        num_train_epochs=cfg.cold_start.epochs, learning_rate=cfg.cold_start.learning_rate,
-        lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=10, save_strategy="no", report_to=[],
-        **device_args(cfg), seed=cfg.seed, completion_only_loss=True, max_length=None,
+        output_dir=str(scratch), per_device_train_batch_size=per_device, gradient_accumulation_steps=accumulation,
+        num_train_epochs=cs.epochs, learning_rate=cs.learning_rate,
+        lr_scheduler_type="cosine", warmup_steps=cs.warmup_ratio, logging_steps=10, save_strategy="no", report_to=[],
+        **device_args(cfg), seed=cfg.seed, completion_only_loss=True, max_length=cs.max_length,
         dataloader_num_workers=0, disable_tqdm=True,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor)
-    if cfg.cold_start.reflection_loss == "after_cue":  # otherwise TRL's collator trains the whole completion
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    if cs.name == "synthetic" and cs.reflection_loss == "after_cue":  # else TRL's collator trains the whole completion
         trainer.data_collator = mask_after_cue(trainer.data_collator, processor.tokenizer, CUE_TEMPLATES["structured"])
     trainer.train()
-    if is_main_process():
-        save_pretrained_atomic(out_dir, trainer.model, processor)
-    wait_for_everyone()  # the others read what rank 0 saved
     shutil.rmtree(scratch, ignore_errors=True)
-    return out_dir
+    return trainer.model, processor
+
+
+def batch_layout(batch_size: int, micro_batch_size: int | None, processes: int) -> tuple[int, int]:
+    """(per-process batch, gradient accumulation steps) for a global batch of `batch_size`.
+
+    Without `micro_batch_size` the batch is split over processes in one step (as the toy always did);
+    with it, accumulation makes up the rest: Vision-R1's 32 = 8 GPUs x 1 x 4 steps.
+    """
+    if micro_batch_size is None:
+        return max(1, batch_size // processes), 1
+    accumulation, left = divmod(batch_size, micro_batch_size * processes)
+    if left or not accumulation:
+        raise ValueError(f"cold_start.batch_size={batch_size} is not a multiple of cold_start.micro_batch_size="
+                         f"{micro_batch_size} x {processes} processes")
+    return micro_batch_size, accumulation

@@ -20,6 +20,7 @@ BENCHMARKS = ("synthetic", "mathvista", "mathverse", "mathvision", "mmmu", "mmmu
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 REFLECTION_TRACES = ("mislocate", "reconcile", "rederive")  # cold-start reflection traces (care.data.synthetic.demonstration)
 REFLECTION_LOSSES = ("after_cue", "whole")  # what of a reflection trace the cold start trains (care.coldstart)
+COLD_STARTS = ("synthetic", "sft", "checkpoint", "none")  # where RL's starting policy comes from (care.coldstart)
 
 
 def check_choice(key: str, value: Any, accepted: tuple) -> None:
@@ -104,9 +105,17 @@ class DataConfig:
 
 @dataclass
 class ColdStartConfig:
-    """Supervised warm-up on demonstrations (the paper's cold start), cached by config hash."""
+    """The policy RL starts from (the paper's cold start): `name` is the `cold_start=` choice.
 
+    synthetic: SFT on the synthetic task's demonstrations; sft: SFT on `path` (TRL conversational or
+    LLaVA/ShareGPT files); checkpoint: `checkpoint`, a cold-started policy made elsewhere; none: the
+    backbone. Built ones are cached by content hash (care.coldstart). `enabled=false` means none.
+    """
+
+    name: str = "synthetic"  # synthetic | sft | checkpoint | none (conf/cold_start/<name>.yaml)
     enabled: bool = True
+    path: str | None = None  # sft: a file or folder of SFT conversations (e.g. Vision-R1-cold)
+    checkpoint: str | None = None  # checkpoint: a directory with the cold-started weights and processor
     num_demos: int = 1024
     reflection_fraction: float = 0.15
     answer_slip: float = 0.25  # share of demonstrations whose final answer contradicts their reasoning
@@ -116,9 +125,22 @@ class ColdStartConfig:
     reflection_loss: str = "after_cue"
     epochs: float = 6.0
     learning_rate: float = 3e-3
-    batch_size: int = 16
+    batch_size: int = 16  # global: split over processes, times accumulation when micro_batch_size is set
+    micro_batch_size: int | None = None  # per process and step; None: batch_size / processes, no accumulation
+    warmup_ratio: float = 0.05  # share of the steps warming up, then cosine decay
+    max_length: int | None = None  # sequence cutoff in tokens (prompt + image tokens + response); None: none
 
     def __post_init__(self) -> None:
+        check_choice("cold_start.name", self.name, COLD_STARTS)
+        if not self.enabled:  # the older switch: enabled=false is cold_start=none
+            self.name = "none"
+        self.enabled = self.name != "none"
+        if self.name == "sft" and not self.path:
+            raise ValueError("cold_start=sft needs cold_start.path (a file or folder of SFT conversations, e.g. a "
+                             "local copy of Vision-R1-cold); got cold_start.path=None")
+        if self.name == "checkpoint" and not self.checkpoint:
+            raise ValueError("cold_start=checkpoint needs cold_start.checkpoint=/dir/of/a/cold-started/policy; "
+                             "got cold_start.checkpoint=None")
         check_range("cold_start.num_demos", self.num_demos, 1)
         check_range("cold_start.reflection_fraction", self.reflection_fraction, 0.0, 1.0)
         check_range("cold_start.answer_slip", self.answer_slip, 0.0, 1.0)
@@ -127,6 +149,12 @@ class ColdStartConfig:
         check_range("cold_start.epochs", self.epochs, 0.0, low_open=True)
         check_range("cold_start.learning_rate", self.learning_rate, 0.0, low_open=True)
         check_range("cold_start.batch_size", self.batch_size, 1)
+        if self.micro_batch_size is not None:
+            check_range("cold_start.micro_batch_size", self.micro_batch_size, 1, self.batch_size)
+        if not 0.0 <= self.warmup_ratio < 1.0:  # a share of the steps (TRL reads 1 and above as a step count)
+            raise ValueError(f"cold_start.warmup_ratio={self.warmup_ratio!r} is out of range; accepted: [0.0, 1.0)")
+        if self.max_length is not None:
+            check_range("cold_start.max_length", self.max_length, 1)
 
 
 @dataclass

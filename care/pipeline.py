@@ -88,7 +88,7 @@ def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = Non
 def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
     from datasets import Dataset
 
-    from care.coldstart import run_cold_start
+    from care.coldstart import cold_start_policy
     from care.data.schema import to_prompt_row
     from care.evaluation.harness import flat, score
     from care.models import load_backbone, resolve_backbone
@@ -99,8 +99,7 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
     train_records, held_out = load_data(cfg)
     policy_dir = resolve_backbone(cfg.backbone, cache_dir)
-    if cfg.cold_start.enabled:
-        policy_dir = str(run_cold_start(cfg, train_records, policy_dir, cache_dir))
+    policy_dir = cold_start_policy(cfg, train_records, policy_dir, cache_dir)  # cold_start=none: the backbone
     timings = {"cold_start_s": time.time() - started}
 
     model, processor, _ = load_backbone(cfg.backbone, cache_dir, source=policy_dir)

@@ -1,0 +1,210 @@
+"""Read a cold-start SFT set from disk into TRL prompt/completion rows, checking it as it goes.
+
+Two layouts are read, per record (a file may mix them):
+- TRL's conversational vision format: `messages` = [{role, content}], `images` (or `image`);
+- LLaVA / ShareGPT, the layout Vision-R1-cold ships in: `conversations` = [{from, value}] with
+  from in human/user, gpt/assistant, system, and `image` (a string or a list) or `images`.
+An image is a path (relative to the file that names it, else to `cold_start.path`, or absolute), a
+`data:image/...;base64,` URI, or embedded bytes ({"bytes": ...} as a hub parquet stores them).
+`<image>` in a user turn marks where an image goes; without any, the images precede the first
+user text (TRL's and LLaVA's convention). The last assistant turn is the completion trained on;
+earlier turns are its prompt. Files: .json (a list of records), .jsonl, .parquet; a folder is
+every such file below it except LLaMA-Factory's `dataset_info.json`.
+
+Every problem is raised as ValueError naming `cold_start.path`, the file, the record and the value,
+before any training starts. Images are opened (header only) to catch missing or non-image files
+without decoding 200K pictures; the bytes are decoded lazily by `datasets` during training.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import re
+from pathlib import Path
+
+SUFFIXES = (".json", ".jsonl", ".parquet")
+NOT_RECORDS = ("dataset_info.json",)  # LLaMA-Factory's dataset registry, shipped beside the data
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+PLACEHOLDER = re.compile(r"<image>")
+KEY = "cold_start.path"
+
+
+class SFTDataError(ValueError):
+    pass
+
+
+def data_files(path: str | Path) -> list[Path]:
+    """The record files under `path` (a file or a folder), sorted; raise naming the key if none."""
+    root = Path(path).expanduser()
+    if root.is_file():
+        if root.suffix not in SUFFIXES:
+            raise SFTDataError(f"{KEY}={str(path)!r} is a {root.suffix or 'suffix-less'} file; "
+                               f"accepted: {', '.join(SUFFIXES)} files or a folder of them")
+        return [root]
+    if not root.is_dir():
+        raise SFTDataError(f"{KEY}={str(path)!r} does not exist; point it at a file or folder of SFT conversations")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in SUFFIXES and p.name not in NOT_RECORDS
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not files:
+        raise SFTDataError(f"{KEY}={str(path)!r} holds no {', '.join(SUFFIXES)} file")
+    return files
+
+
+def content_digest(path: str | Path) -> str:
+    """sha256 over the record files' names and bytes: the cold start's cache key for this data.
+
+    Images embedded in the files are covered; images referenced by path are covered by their
+    paths, not their bytes (hashing 200K pictures per job would cost more than it guards).
+    """
+    root = Path(path).expanduser()
+    digest = hashlib.sha256()
+    for file in data_files(root):
+        digest.update(str(file.relative_to(root) if root.is_dir() else file.name).encode())
+        with file.open("rb") as handle:  # in chunks: the release's files are hundreds of MB
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def read_records(file: Path) -> list[dict]:
+    where = f"{KEY}: {file}"
+    try:
+        if file.suffix == ".parquet":
+            import pyarrow.parquet as pq
+            return pq.read_table(file).to_pylist()
+        text = file.read_text(encoding="utf-8")
+        if file.suffix == ".jsonl":
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        records = json.loads(text)
+    except (OSError, ValueError) as err:  # JSONDecodeError and pyarrow's ArrowInvalid are ValueErrors
+        raise SFTDataError(f"{where} cannot be read: {err}") from err
+    if not isinstance(records, list):
+        raise SFTDataError(f"{where} holds a JSON {type(records).__name__}; expected a list of records")
+    return records
+
+
+def load_sft_rows(path: str | Path) -> list[dict]:
+    """Every record under `path` as {"images": [{"bytes", "path"}], "prompt": [...], "completion": [...]}."""
+    root = Path(path).expanduser()
+    folder = root if root.is_dir() else root.parent
+    rows = []
+    for file in data_files(root):
+        for index, record in enumerate(read_records(file)):
+            rows.append(to_row(record, f"{KEY}={str(path)!r}: record {index} of {file}", file.parent, folder))
+    if not rows:
+        raise SFTDataError(f"{KEY}={str(path)!r} holds no records")
+    return rows
+
+
+def to_row(record, where: str, file_dir: Path, root: Path) -> dict:
+    if not isinstance(record, dict):
+        raise SFTDataError(f"{where} is a {type(record).__name__}, not a record")
+    turns = conversation(record, where)
+    images = [image_ref(value, f"{where}: image {i}", file_dir, root) for i, value in enumerate(image_values(record))]
+    messages = [{"role": role, "content": blocks(content, role)} for role, content in turns]
+    placeholders = sum(block["type"] == "image" for m in messages for block in m["content"])
+    if placeholders == 0 and images:  # no <image> marks: the images precede the first user text
+        first_user = next(m for m in messages if m["role"] == "user")
+        first_user["content"][:0] = [{"type": "image", "text": None} for _ in images]
+    elif placeholders != len(images):
+        raise SFTDataError(f"{where} marks {placeholders} <image> places but lists {len(images)} images")
+    last = messages.pop()
+    completion_text = "".join(block["text"] for block in last["content"] if block["type"] == "text")
+    return {"images": images, "prompt": messages, "completion": [{"role": "assistant", "content": completion_text}]}
+
+
+def conversation(record: dict, where: str) -> list[tuple[str, object]]:
+    """[(role, content)] from `messages` (role/content) or `conversations` (from/value)."""
+    if "messages" in record:
+        key, role_key, text_key = "messages", "role", "content"
+    elif "conversations" in record:
+        key, role_key, text_key = "conversations", "from", "value"
+    else:
+        raise SFTDataError(f"{where} has neither 'messages' (TRL conversational: role/content) nor 'conversations' "
+                           f"(LLaVA/ShareGPT: from/value); its keys: {', '.join(map(str, record)) or 'none'}")
+    turns = record[key]
+    if not isinstance(turns, list) or not turns:
+        raise SFTDataError(f"{where}: {key!r} must be a non-empty list of turns; got {turns!r:.80}")
+    out = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or role_key not in turn or text_key not in turn:
+            raise SFTDataError(f"{where}: {key}[{i}] needs {role_key!r} and {text_key!r}; got {turn!r:.80}")
+        role = ROLES.get(str(turn[role_key]).lower())
+        if role is None:
+            raise SFTDataError(f"{where}: {key}[{i}].{role_key}={turn[role_key]!r} is not accepted; "
+                               f"choose one of {', '.join(ROLES)}")
+        out.append((role, turn[text_key]))
+    if out[-1][0] != "assistant" or not any(role == "user" for role, _ in out):
+        raise SFTDataError(f"{where}: {key!r} must hold a user turn and end with an assistant turn to train on; "
+                           f"its roles: {', '.join(role for role, _ in out)}")
+    return out
+
+
+def blocks(content, role: str) -> list[dict]:
+    """Structured content blocks ({"type", "text"}); `<image>` marks in user text become image blocks."""
+    if isinstance(content, list):  # already structured (TRL): keep text and image places, drop payloads
+        return [{"type": "image", "text": None} if part.get("type") == "image"
+                else {"type": "text", "text": str(part.get("text", ""))} for part in content]
+    text = "" if content is None else str(content)
+    if role != "user":
+        return [{"type": "text", "text": text}]
+    out = []
+    for i, piece in enumerate(PLACEHOLDER.split(text)):
+        if i:
+            out.append({"type": "image", "text": None})
+        if piece.strip():
+            out.append({"type": "text", "text": piece.strip("\n")})
+    return out
+
+
+def image_values(record: dict) -> list:
+    value = record.get("images", record.get("image"))
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def image_ref(value, where: str, file_dir: Path, root: Path) -> dict:
+    """{"bytes", "path"} as `datasets.Image` stores it, after checking the image opens."""
+    if isinstance(value, dict) and value.get("bytes") is not None:
+        data = value["bytes"]
+        if isinstance(data, str):
+            data = decode_base64(data, where)
+        return check_image({"bytes": bytes(data), "path": None}, where)
+    if isinstance(value, dict) and value.get("path"):
+        value = value["path"]
+    if not isinstance(value, str) or not value:
+        raise SFTDataError(f"{where}: {value!r:.80} is not an image (a path, a data: URI or {{'bytes': ...}})")
+    if value.startswith("data:"):
+        return check_image({"bytes": decode_base64(value.split(",", 1)[-1], where), "path": None}, where)
+    candidates = [Path(value).expanduser()] if Path(value).expanduser().is_absolute() else [file_dir / value,
+                                                                                               root / value]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        tried = " or ".join(dict.fromkeys(str(c) for c in candidates))
+        raise SFTDataError(f"{where}: {value!r} is unreadable: no such file ({tried})")
+    return check_image({"bytes": None, "path": str(found.resolve())}, where)
+
+
+def decode_base64(text: str, where: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise SFTDataError(f"{where}: embedded image is not valid base64 ({err})") from err
+
+
+def check_image(ref: dict, where: str) -> dict:
+    from PIL import Image, UnidentifiedImageError
+
+    source = io.BytesIO(ref["bytes"]) if ref["bytes"] is not None else ref["path"]
+    try:
+        with Image.open(source) as image:  # reads the header: catches missing and non-image files cheaply
+            image.size  # noqa: B018
+    except (OSError, UnidentifiedImageError) as err:
+        shown = ref["path"] or f"{len(ref['bytes'])} embedded bytes"
+        raise SFTDataError(f"{where}: {shown!r} is unreadable as an image ({err})") from err
+    return ref
