@@ -40,6 +40,9 @@ def to_config(dcfg: DictConfig) -> Config:
         cfg.backbone.path = to_absolute_path(cfg.backbone.path)
     if cfg.checkpoint:
         cfg.checkpoint = to_absolute_path(cfg.checkpoint)
+    for key in ("path", "checkpoint"):
+        if getattr(cfg.cold_start, key):
+            setattr(cfg.cold_start, key, to_absolute_path(getattr(cfg.cold_start, key)))
     for name, path in vars(cfg.eval.paths).items():
         if path:
             setattr(cfg.eval.paths, name, to_absolute_path(path))

@@ -191,3 +191,6 @@ def preflight(cfg: Config) -> None:
     if cfg.task == "eval":
         from care.evaluation.harness import check_benchmarks_reachable
         check_benchmarks_reachable(cfg)
+    else:
+        from care.coldstart import check_cold_start
+        check_cold_start(cfg)

@@ -106,7 +106,7 @@ class JobChecks:
             try:
                 job = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), job))
                 # what preflight looks at; a 60-job sweep over 3 backbones checks 3 backbones
-                key = repr((job.task, job.backbone, job.checkpoint, job.rollout, job.eval))
+                key = repr((job.task, job.backbone, job.checkpoint, job.rollout, job.eval, job.cold_start, job.data))
                 if key not in preflighted:
                     preflight(job)
                     preflighted.add(key)
