@@ -16,7 +16,6 @@ unreadable run is returned in `problems` and printed: nothing is dropped silentl
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -29,6 +28,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.json as pa_json
+
+from care.hashing import config_hash
 
 META_COLUMNS = ["run_key", "sweep", "sweeps", "status", "path", "label"]
 PROBLEM_COLUMNS = ["run_key", "status", "path", "detail", "kept"]
@@ -125,7 +126,7 @@ def read_metrics(path: Path) -> tuple[pa.Table | None, str]:
 
 def config_run_key(config: dict[str, Any]) -> str:
     """Fallback identity for runs written before run.json carried run_key: 12 hex of the config hash."""
-    return hashlib.sha256(json.dumps([config], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return config_hash(config)
 
 
 def flatten(tree: dict[str, Any], prefix: str) -> dict[str, Any]:

@@ -15,7 +15,6 @@ local cache fails at once, without network retries.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -27,6 +26,7 @@ from pathlib import Path
 from care.data.adapters import DATASET_NAMES, DatasetSpec, DatasetUnavailable, MalformedRow, dedupe, get_spec
 from care.data.adapters.common import ImageResolver, RowContext
 from care.data.schema import Record
+from care.hashing import digest
 
 __all__ = ["DATASET_NAMES", "DatasetUnavailable", "MalformedRow", "load_records"]
 
@@ -273,8 +273,8 @@ def _hub_image_folders(spec: DatasetSpec, hub_id: str, hint: str) -> list[Path]:
     except Exception as err:
         raise DatasetUnavailable(f"{spec.name}: cannot fetch {spec.hub_image_archive} from {hub_id!r} "
                                  f"({type(err).__name__}). {hint}") from err
-    digest = hashlib.sha256(str(archive.resolve()).encode()).hexdigest()[:12]
-    target = Path(datasets.config.HF_DATASETS_CACHE) / "care_extracted" / f"{hub_id.replace('/', '--')}-{digest}"
+    folder = f"{hub_id.replace('/', '--')}-{digest(str(archive.resolve()), length=12)}"
+    target = Path(datasets.config.HF_DATASETS_CACHE) / "care_extracted" / folder
     if not (target / ".complete").is_file():
         with zipfile.ZipFile(archive) as bundle:
             prefixed = any(name.startswith("images/") for name in bundle.namelist())

@@ -11,13 +11,13 @@ this on CPU in a short cold start; the cold-start teacher is imperfect (see
 
 from __future__ import annotations
 
-import hashlib
 import random
 
 from PIL import Image
 
 from care.config import REFLECTION_TRACES
 from care.data.schema import Record
+from care.hashing import digest
 from care.repair import CUE_TEMPLATES
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
@@ -122,7 +122,7 @@ def _make(split: str, seed: int, size: int, grid: int, cell_px: int, exclude: se
         board = _board(rng, grid)
         mark = rng.randrange(grid * grid)
         question, answer, answer_type, kind = _question(rng, board, mark)
-        key = hashlib.sha1(repr((board, mark, question)).encode()).hexdigest()[:16]
+        key = digest(repr((board, mark, question)), length=16, algorithm="sha1")  # names the record: keep as is
         if key in seen:
             continue
         seen.add(key)
