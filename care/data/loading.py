@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from care.atomic import staged_directory
 from care.data.adapters import DATASET_NAMES, DatasetSpec, DatasetUnavailable, MalformedRow, dedupe, get_spec
 from care.data.adapters.common import ImageResolver, RowContext
 from care.data.schema import Record
@@ -275,9 +276,8 @@ def _hub_image_folders(spec: DatasetSpec, hub_id: str, hint: str) -> list[Path]:
                                  f"({type(err).__name__}). {hint}") from err
     folder = f"{hub_id.replace('/', '--')}-{digest(str(archive.resolve()), length=12)}"
     target = Path(datasets.config.HF_DATASETS_CACHE) / "care_extracted" / folder
-    if not (target / ".complete").is_file():
-        with zipfile.ZipFile(archive) as bundle:
+    if not target.is_dir():
+        with zipfile.ZipFile(archive) as bundle, staged_directory(target) as staging:
             prefixed = any(name.startswith("images/") for name in bundle.namelist())
-            bundle.extractall(target if prefixed else target / "images")  # zipfile drops ".." and "/" prefixes
-        (target / ".complete").write_text("ok")
+            bundle.extractall(staging if prefixed else staging / "images")  # zipfile drops ".." and "/" prefixes
     return [target]

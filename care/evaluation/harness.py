@@ -59,8 +59,8 @@ def flat(metrics: dict) -> dict:
 
 
 def run_eval(cfg: Config, files: RunFiles) -> dict:
+    from care.atomic import write_json_atomic
     from care.models import load_backbone
-    from care.tracking import write_json_atomic
 
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
     benchmarks = {name: benchmark_records(cfg, name) for name in cfg.eval.benchmarks}

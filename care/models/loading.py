@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -48,20 +46,6 @@ def resolve_backbone(cfg: BackboneConfig, cache_dir: str | Path) -> str:
         raise BackboneUnavailable(
             f"weights for backbone {cfg.name!r} ({cfg.hub_id}) are not reachable: {mode}. "
             f"Set backbone.path=/dir/with/weights (or download {cfg.hub_id} into the HF cache)") from err
-
-
-def save_pretrained_atomic(out_dir: Path, model, processor) -> Path:
-    """Write weights + processor beside `out_dir`, then rename into place, so a reader never sees
-    half a checkpoint; if another process finished first, keep theirs."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    model.save_pretrained(staging)
-    processor.save_pretrained(staging)
-    try:
-        os.rename(staging, out_dir)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
 
 
 def load_processor(source: str, family: str):

@@ -16,10 +16,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from care.atomic import save_pretrained_atomic
 from care.config import BackboneConfig
 from care.data.synthetic import tokenizer_corpus
 from care.hashing import config_hash
-from care.models.loading import save_pretrained_atomic
 from care.models.processors import IMAGE_ONLY_PROCESSORS
 
 BUILD_VERSION = 3  # bump when the builder changes what it writes
