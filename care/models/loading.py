@@ -13,17 +13,15 @@ from pathlib import Path
 
 import torch
 
+from care.config import DTYPES as DTYPE_NAMES
 from care.config import BackboneConfig
+from care.hub import hub_offline
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}  # backbone.dtype -> torch dtype
 
 
 class BackboneUnavailable(FileNotFoundError):
     pass
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def resolve_backbone(cfg: BackboneConfig, cache_dir: str | Path) -> str:
