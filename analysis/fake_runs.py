@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.collect import config_run_key
+from analysis.frames import config_run_key
 
 K_DEFAULT = 4
 

@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from analysis.collect import RunRecord, assemble, config_run_key, run_row
+from analysis.frames import RunRecord, assemble, config_run_key, records_table, run_row
 
 FAILED_STATES = {"failed", "crashed", "killed"}
 META_KEYS = ("run_key", "sweep", "choices", "label")
@@ -86,9 +86,7 @@ def history_table(run) -> pa.Table | None:
         metrics = {key: value for key, value in row.items() if not key.startswith("_")}
         metrics["global_step"] = int(step)
         rows.append(metrics)
-    if not rows:
-        return None
-    return pa.Table.from_pandas(pd.DataFrame.from_records(rows), preserve_index=False)
+    return records_table(rows)
 
 
 def wandb_record(run, project_path: str) -> RunRecord:

@@ -15,7 +15,7 @@ import random
 
 from PIL import Image
 
-from care.config import REFLECTION_TRACES
+from care.config import REFLECTION_TRACES, DataConfig
 from care.data.schema import Record
 from care.hashing import digest
 from care.repair import CUE_TEMPLATES
@@ -139,6 +139,11 @@ def make_splits(seed: int, train_size: int, eval_size: int, grid: int = 3, cell_
     train = _make("train", seed, train_size, grid, cell_px, exclude=set())
     held_out = _make("heldout", seed, eval_size, grid, cell_px, exclude={r.id.rsplit("-", 1)[1] for r in train})
     return train, held_out
+
+
+def splits_from_config(data: DataConfig) -> tuple[list[Record], list[Record]]:
+    """The train and held-out splits the `data` config group describes."""
+    return make_splits(data.seed, data.train_size, data.eval_size, data.grid, data.cell_px)
 
 
 def tokenizer_corpus(grid: int = 6) -> list[str]:
