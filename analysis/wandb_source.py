@@ -12,7 +12,8 @@ mirror run.json's extras):
 - choices: config["choices"] if mirrored, else the run's "group=choice" tags (the trainer
   tags runs with Hydra's runtime choices);
 - before/after: summary["before"] / summary["after"] dicts, or flat "before/<bench>",
-  "after/<bench>"; the trainer's "final/<bench>" summary keys are after-RL scores;
+  "after/<bench>"; the trainer's "final/<bench>" summary keys are after-RL scores; any other
+  summary key without "/" or a leading "_" is a mirrored top-level key of final.json;
 - status: state finished -> finished; failed, crashed, killed -> failed; else unfinished;
 - global_step of a history row: its "global_step" key, else W&B's "_step" (the trainer logs
   with step=global_step).
@@ -30,6 +31,7 @@ from analysis.frames import RunRecord, assemble, config_run_key, records_table, 
 
 FAILED_STATES = {"failed", "crashed", "killed"}
 META_KEYS = ("run_key", "sweep", "choices", "label")
+MIRROR_EXTRAS = ("run_key", "choices")  # what the mirror adds to the config; sweep and label are config keys
 
 
 def plain(value: Any) -> Any:
@@ -45,10 +47,8 @@ def split_scores(summary: dict[str, Any]) -> dict[str, Any]:
     for key, value in summary.items():
         if key in ("before", "after") and isinstance(value, dict):
             final[key].update(value)
-        elif key in ("rgr", "timings") and isinstance(value, dict):
+        elif "/" not in key and not key.startswith("_"):  # final.json's other top-level keys, mirrored
             final[key] = value
-        elif key == "global_step":
-            final["global_step"] = value
         elif "/" in key:
             prefix, name = key.split("/", 1)
             if prefix in ("before", "after"):
@@ -92,7 +92,9 @@ def history_table(run) -> pa.Table | None:
 def wandb_record(run, project_path: str) -> RunRecord:
     """One W&B run as a RunRecord (curves read lazily, only if the run survives dedupe)."""
     config = dict(plain(run.config))
-    meta = {key: config.pop(key) for key in META_KEYS if key in config}
+    meta = {key: config[key] for key in META_KEYS if key in config}
+    for key in MIRROR_EXTRAS:
+        config.pop(key, None)
     if isinstance(config.get("config"), dict):  # run.json mirrored whole
         config = config["config"]
     summary = plain(run.summary)
