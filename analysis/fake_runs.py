@@ -1,14 +1,14 @@
 """Run directories in the trainer's exact on-disk format, with numbers chosen by the caller.
 
 Tests write them to check tables against known values, the benchmark writes a thousand to
-time `collect`. The layout is the run-directory contract of care/tracking.py: `run.json`,
-append-only `metrics.jsonl`, `final.json` when finished, `FAILED` when the run died.
+time `collect`. They are written through `care.tracking.RunFiles`, the writer the pipeline
+uses, from a real `care.config.Config`; tests/test_end_to_end.py checks that a fake run has
+exactly the keys of a run the pipeline produced (run.json, final.json, metrics.jsonl).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,40 +16,44 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.collect import config_run_key
+from care.config import Config
+from care.identity import run_key as config_run_key
+from care.tracking import RunFiles
 
-K_DEFAULT = 4
+# what run.json records about the code and the scheduler, as the pipeline writes it outside SLURM
+FAKE_CODE = {"dir": "/fake/care", "commit": None, "dirty": None}
+FAKE_JOB = dict.fromkeys(("job_id", "array_job_id", "array_task_id", "restart_count", "tasks", "cpus_per_task",
+                          "gpus_on_node"))
 
 
 def base_config(seed: int = 0, algorithm: str = "care", backbone: str = "tiny_qwen2_5_vl",
-                data: str = "synthetic") -> dict[str, Any]:
-    """A resolved config shaped like `dataclasses.asdict(care.config.Config())` plus `rgr`."""
-    return {
-        "task": "train", "seed": seed, "threads": 2, "cache_dir": ".cache/care",
-        "backbone": {"name": backbone, "family": "qwen2_5_vl", "hub_id": None, "path": None, "dtype": "float32",
-                     "tiny": {"hidden_size": 128, "num_layers": 4}},
-        "data": {"name": data, "seed": 0, "train_size": 2048, "eval_size": 128},
-        "rl": {"steps": 60, "num_generations": 8, "prompts_per_step": 8, "learning_rate": 1e-3},
-        "algorithm": {"name": algorithm, "loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.3, "beta": 0.0},
-        "care": {"k": K_DEFAULT, "m": 6, "s": 0.5, "s_refl": 0.25, "equalize": True, "rescue": True,
-                 "anchor": "shortest_think", "selector": "cosine", "token_credit": "region", "tau_pos": 0.005},
-        "rgr": {"enabled": algorithm == "care", "variant": "cue"},
-        "wandb": {"mode": "disabled", "project": "care", "entity": None, "group": None, "tags": []},
-    }
+                data: str = "synthetic") -> Config:
+    """The default Config with these choices; RGR on for CARE only (as the sweeps run it)."""
+    cfg = Config()
+    cfg.seed, cfg.algorithm.name, cfg.backbone.name, cfg.data.name = seed, algorithm, backbone, data
+    cfg.rgr.enabled = algorithm == "care"
+    return cfg
 
 
-def set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
-    """`set_dotted(cfg, "care.k", 2)` sets cfg["care"]["k"], creating groups on the way."""
+def set_dotted(cfg: Config, dotted: str, value: Any) -> None:
+    """`set_dotted(cfg, "care.k", 2)` sets cfg.care.k; a misspelt key is an error, as in an override."""
     *groups, leaf = dotted.split(".")
-    node = config
+    node = cfg
     for group in groups:
-        node = node.setdefault(group, {})
-    node[leaf] = value
+        node = getattr(node, group)
+    if not hasattr(node, leaf):
+        raise KeyError(f"{dotted!r}: the config has no key {leaf!r} there")
+    setattr(node, leaf, value)
 
 
 def synthetic_curves(steps: int, *, seed: int = 0, algorithm: str = "care", rgr: bool = False,
-                     k: int = K_DEFAULT) -> pd.DataFrame:
-    """Plausible per-step metrics under every key the trainer logs (nulls included)."""
+                     k: int = 4, format_reward: bool = False, kl: bool = True) -> pd.DataFrame:
+    """Plausible per-step metrics under every key the trainer logs (nulls included).
+
+    Every algorithm logs the signal, CARE and RGR keys (GRPO's from its own advantages; no
+    repair attempts without RGR); TRL adds `rewards/format/*` with a format reward and
+    `train/kl` when beta is not 0.
+    """
     rng = np.random.default_rng(seed)
     step = np.arange(1, steps + 1)
     progress = step / steps
@@ -57,16 +61,27 @@ def synthetic_curves(steps: int, *, seed: int = 0, algorithm: str = "care", rgr:
     accuracy = np.clip(0.3 + 0.3 * progress + rng.normal(0, 0.03, steps), 0, 1)
     all_fail = np.clip(0.35 - 0.25 * progress + rng.normal(0, 0.02, steps), 0, 1)
     all_correct = np.clip(0.05 + 0.2 * progress + rng.normal(0, 0.02, steps), 0, 1)
+    length = 40 + rng.normal(0, 3, steps)
     frame = pd.DataFrame({
         "global_step": step,
         "train/accuracy": accuracy,
         "train/reward": accuracy + rng.normal(0, 0.01, steps),
+        "train/reward_std": np.abs(rng.normal(0.4, 0.05, steps)),
+        "train/frac_reward_zero_std": all_fail + all_correct,
         "train/loss": rng.normal(0, 0.05, steps),
         "train/grad_norm": np.abs(rng.normal(1, 0.2, steps)),
         "train/learning_rate": np.full(steps, 1e-3),
+        "train/entropy": np.abs(rng.normal(5, 0.2, steps)),
+        "train/epoch": progress,
+        "train/num_tokens": 1000.0 * step,
+        "train/step_time": np.abs(rng.normal(20, 2, steps)),
         "train/groups_all_fail": all_fail,
         "train/groups_all_correct": all_correct,
         "train/correct_think_len": 40 + rng.normal(0, 3, steps),
+        "accuracy/formatted": np.clip(0.8 + rng.normal(0, 0.05, steps), 0, 1),
+        "accuracy/timeouts": np.zeros(steps),
+        "rewards/accuracy/mean": accuracy,
+        "rewards/accuracy/std": np.abs(rng.normal(0.4, 0.05, steps)),
         "signal/zero_signal_groups": all_correct if is_care else all_fail + all_correct,
         "signal/fss_neg": np.clip((0.55 if is_care else 0.45) + rng.normal(0, 0.03, steps), 0, 1),
         "signal/fss_fail_derived": np.clip((0.6 if is_care else 0.45) + rng.normal(0, 0.03, steps), 0, 1),
@@ -74,75 +89,79 @@ def synthetic_curves(steps: int, *, seed: int = 0, algorithm: str = "care", rgr:
         "signal/adv_mass_pos": np.abs(rng.normal(2, 0.1, steps)),
         "signal/adv_mass_neg": np.abs(rng.normal(1, 0.1, steps)),
     })
+    for name in ("mean_length", "min_length", "max_length", "mean_terminated_length", "min_terminated_length",
+                 "max_terminated_length"):
+        frame[f"completions/{name}"] = length
+    frame["completions/clipped_ratio"] = np.zeros(steps)
+    for name in ("low_mean", "high_mean", "region_mean", "low_min", "high_max"):
+        frame[f"clip_ratio/{name}"] = np.zeros(steps)
+    if kl:
+        frame["train/kl"] = np.abs(rng.normal(0.01, 0.002, steps))
+    if format_reward:
+        frame["rewards/format/mean"] = frame["accuracy/formatted"]
+        frame["rewards/format/std"] = np.abs(rng.normal(0.3, 0.05, steps))
     frame.loc[rng.random(steps) < 0.02, "train/correct_think_len"] = np.nan  # no correct rollout that step
-    if is_care:
-        hist = rng.dirichlet(np.arange(1, k + 2), size=steps)
-        for k_prime in range(k + 1):
-            frame[f"care/k_prime_hist/{k_prime}"] = hist[:, k_prime]
-        frame["care/k_prime_mean"] = hist @ np.arange(k + 1)
-        frame["care/eq_factor_mean"] = np.sqrt(k / np.maximum(frame["care/k_prime_mean"], 1))
-        frame["care/rescue_rate"] = all_fail
-        frame["care/anchor_think_len"] = 35 + rng.normal(0, 3, steps)
-    if rgr:
-        attempts = rng.integers(4, 12, steps)
-        successes = rng.binomial(attempts, 0.6)
-        frame["rgr/attempts"] = attempts
-        frame["rgr/successes"] = successes
-        frame["rgr/repair_rate"] = successes / attempts
+    hist = rng.dirichlet(np.arange(1, k + 2), size=steps)
+    for k_prime in range(k + 1):
+        frame[f"care/k_prime_hist/{k_prime}"] = hist[:, k_prime]
+    frame["care/k_prime_mean"] = hist @ np.arange(k + 1)
+    frame["care/eq_factor_mean"] = np.sqrt(k / np.maximum(frame["care/k_prime_mean"], 1)) if is_care else 1.0
+    frame["care/rescue_rate"] = all_fail if is_care else 0.0
+    frame["care/anchor_think_len"] = 35 + rng.normal(0, 3, steps) if is_care else 0.0  # no anchor: 0
+    attempts = rng.integers(4, 12, steps) if rgr else np.zeros(steps, dtype=int)
+    successes = rng.binomial(attempts, 0.6)
+    frame["rgr/attempts"] = attempts
+    frame["rgr/successes"] = successes
+    frame["rgr/repair_rate"] = successes / np.maximum(attempts, 1)  # 0 without attempts, as the trainer logs
     return frame
 
 
-def write_metrics(run_dir: Path, curves: pd.DataFrame) -> None:
-    """metrics.jsonl as care.tracking.RunFiles.append_metrics writes it: sorted keys, NaN as null."""
+def write_metrics(files: RunFiles, curves: pd.DataFrame) -> None:
+    """One metrics.jsonl row per curve row, through RunFiles.append_metrics."""
     columns = list(curves.columns)
-    lines = []
     for values in curves.itertuples(index=False, name=None):
         row = {key: _plain(value) for key, value in zip(columns, values, strict=True)}
-        row["global_step"] = int(row["global_step"])
-        lines.append(json.dumps(row, sort_keys=True) + "\n")
-    (run_dir / "metrics.jsonl").write_text("".join(lines))
+        files.append_metrics(int(row.pop("global_step")), row)
 
 
 def write_run(root: str | Path, name: str, *, seed: int = 0, algorithm: str = "care",
               backbone: str = "tiny_qwen2_5_vl", sweep: str | None = None,
               overrides: dict[str, Any] | None = None, after: dict[str, float] | None = None,
               before: dict[str, float] | None = None, curves: pd.DataFrame | None = None,
-              status: str = "finished", run_key: str | None = None, repair_rate: float | None = None,
-              steps: int = 20, config: dict[str, Any] | None = None) -> Path:
+              status: str = "finished", run_key: str | None = None, steps: int = 20,
+              config: Config | None = None) -> Path:
     """Write one run dir under root/name; returns its path.
 
-    `overrides` maps dotted config keys to values (e.g. {"care.k": 2}); `after`/`before`
-    map benchmark -> accuracy percent (macro defaults to their mean). status is
-    finished, failed or unfinished.
+    `config` (a Config) replaces the one built from seed/algorithm/backbone; `overrides` maps
+    dotted config keys to values (e.g. {"care.k": 2}); `after`/`before` map benchmark ->
+    accuracy percent (macro defaults to their mean). status is finished, failed or unfinished.
     """
-    config = copy.deepcopy(config) if config is not None else base_config(seed, algorithm, backbone)
+    if status not in ("finished", "failed", "unfinished"):
+        raise ValueError(f"status must be finished, failed or unfinished, got {status!r}")
+    cfg = copy.deepcopy(config) if config is not None else base_config(seed, algorithm, backbone)
     for dotted, value in (overrides or {}).items():
-        set_dotted(config, dotted, value)
-    run_dir = Path(root) / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    choices = {"algorithm": config["algorithm"]["name"], "backbone": config["backbone"]["name"],
-               "data": config["data"]["name"]}
-    run_json = {"config": config, "run_key": run_key or config_run_key(config), "sweep": sweep,
-                "choices": choices, "label": None}
-    (run_dir / "run.json").write_text(json.dumps(run_json, indent=2, sort_keys=True))
-    rgr_on = bool(config.get("rgr", {}).get("enabled"))
+        set_dotted(cfg, dotted, value)
+    if sweep is not None:
+        cfg.sweep = sweep
+    files = RunFiles(Path(root) / name)
+    choices = {"algorithm": cfg.algorithm.name, "backbone": cfg.backbone.name, "data": cfg.data.name}
+    files.write_run_json(cfg, run_key=run_key or config_run_key(cfg), sweep=cfg.sweep, label=cfg.label,
+                         choices=choices, world_size=1, code=FAKE_CODE, job=FAKE_JOB)
     if curves is None:
-        curves = synthetic_curves(steps, seed=seed, algorithm=config["algorithm"]["name"], rgr=rgr_on,
-                                  k=config["care"]["k"])
-    write_metrics(run_dir, curves)
+        curves = synthetic_curves(steps, seed=seed, algorithm=cfg.algorithm.name, k=cfg.care.k,
+                                  rgr=cfg.rgr.enabled and cfg.algorithm.name == "care",
+                                  format_reward=cfg.rl.format_weight > 0, kl=cfg.algorithm.beta != 0)
+    write_metrics(files, curves)
     if status == "failed":
-        (run_dir / "FAILED").write_text("Traceback (most recent call last):\nRuntimeError: CUDA out of memory\n")
+        files.mark_failed(RuntimeError("CUDA out of memory"))
     elif status == "finished":
         after = after if after is not None else {"synthetic": 50.0}
         before = before if before is not None else {bench: 40.0 for bench in after if bench != "macro"}
-        final = {"before": _with_macro(before), "after": _with_macro(after),
-                 "global_step": int(curves["global_step"].max()), "timings": {"total_s": 1.0}}
-        if repair_rate is not None:
-            final["rgr"] = {"repair_rate": repair_rate}
-        (run_dir / "final.json").write_text(json.dumps(final, indent=2, sort_keys=True))
-    elif status != "unfinished":
-        raise ValueError(f"status must be finished, failed or unfinished, got {status!r}")
-    return run_dir
+        files.write_final({"before": _scores(before), "after": _scores(after),
+                           "global_step": int(curves["global_step"].max()), "processes": 1,
+                           "timings": {"cold_start_s": 1.0, "rl_s": 1.0, "total_s": 3.0},
+                           "policy_source": "/fake/cache/cold_start/policy"})
+    return files.dir
 
 
 def set_mtime(path: Path, seconds: float) -> None:
@@ -158,11 +177,14 @@ def _plain(value: Any) -> Any:
     return value if np.isfinite(value) else None
 
 
-def _with_macro(scores: dict[str, float]) -> dict[str, float]:
+def _scores(scores: dict[str, float]) -> dict[str, Any]:
+    """A final.json before/after entry: per-benchmark accuracy, macro, its std over seeds, n, seeds."""
     scores = dict(scores)
-    benches = [v for k, v in scores.items() if k not in ("macro", "n")]
+    benches = [v for k, v in scores.items() if k not in ("macro", "macro_std", "n", "seeds")]
     scores.setdefault("macro", float(np.mean(benches)))
+    scores.setdefault("macro_std", 0.0)
     scores.setdefault("n", 128)
+    scores.setdefault("seeds", [0])
     return scores
 
 

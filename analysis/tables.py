@@ -155,8 +155,7 @@ def negatives_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seed
 def rgr_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:
     """Sweep `rgr`: RGR variant (rgr.variant; 'off' when rgr.enabled is false), repair rate and accuracy.
 
-    A run's repair rate is final.json's rgr.repair_rate (a fraction), else Σ successes / Σ
-    attempts over its logged steps.
+    A run's repair rate is Σ successes / Σ attempts over its logged steps.
     """
     variant = runs.get("cfg.rgr.variant", pd.Series(None, index=runs.index)).astype(object)
     variant = variant.where(runs["cfg.rgr.enabled"].astype(bool), "off") if "cfg.rgr.enabled" in runs else variant
@@ -168,16 +167,12 @@ def rgr_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: See
 
 
 def repair_rate_percent(runs: pd.DataFrame, curves: pd.DataFrame | None) -> pd.Series:
-    """Per-run repair success in percent: final.rgr.repair_rate, else from rgr/successes and rgr/attempts."""
-    rate = runs.get("final.rgr.repair_rate", pd.Series(np.nan, index=runs.index)).astype(float)
-    if (rate > 1).any():
-        bad = runs.loc[rate > 1, "path"].tolist()
-        raise ValueError(f"final.json rgr.repair_rate must be a fraction in [0, 1]; got more in {bad}")
-    if curves is not None and {"rgr/successes", "rgr/attempts"} <= set(curves.columns):
-        totals = curves.groupby("run_key")[["rgr/successes", "rgr/attempts"]].sum(min_count=1)
-        from_curves = runs["run_key"].map(totals["rgr/successes"] / totals["rgr/attempts"].replace(0, np.nan))
-        rate = rate.fillna(from_curves.astype(float))
-    return 100 * rate
+    """Per-run repair success in percent from the logged rgr/successes and rgr/attempts (NaN without attempts)."""
+    if curves is None or not {"rgr/successes", "rgr/attempts"} <= set(curves.columns):
+        return pd.Series(np.nan, index=runs.index)
+    totals = curves.groupby("run_key")[["rgr/successes", "rgr/attempts"]].sum(min_count=1)
+    rate = runs["run_key"].map(totals["rgr/successes"] / totals["rgr/attempts"].replace(0, np.nan))
+    return 100 * rate.astype(float)
 
 
 def k_eq_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:

@@ -13,7 +13,8 @@ mirror run.json's extras):
   tags runs with Hydra's runtime choices);
 - final.json: summary["final"], final.json whole as the pipeline mirrors it; for runs mirrored
   before it, summary["before"] / summary["after"] dicts, or flat "before/<bench>", "after/<bench>",
-  and the trainer's "final/<bench>" summary keys are after-RL scores;
+  and the trainer's "final/<bench>" summary keys are after-RL scores; any other summary key
+  without "/" or a leading "_" is a mirrored top-level key of final.json;
 - status: state finished -> finished; failed, crashed, killed -> failed; else unfinished;
 - global_step of a history row: its "global_step" key, else W&B's "_step" (the trainer logs
   with step=global_step).
@@ -27,7 +28,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from analysis.collect import RunRecord, assemble, config_run_key, run_row
+from analysis.frames import RunRecord, assemble, config_run_key, records_table, run_row
 
 FAILED_STATES = {"failed", "crashed", "killed"}
 META_KEYS = ("run_key", "choices")  # what the mirror adds to the config (sweep and label are Config fields)
@@ -48,10 +49,8 @@ def split_scores(summary: dict[str, Any]) -> dict[str, Any]:
     for key, value in summary.items():
         if key in ("before", "after") and isinstance(value, dict):
             final[key].update(value)
-        elif key in ("rgr", "timings") and isinstance(value, dict):
+        elif "/" not in key and not key.startswith("_"):  # final.json's other top-level keys, mirrored
             final[key] = value
-        elif key == "global_step":
-            final["global_step"] = value
         elif "/" in key:
             prefix, name = key.split("/", 1)
             if prefix in ("before", "after"):
@@ -89,9 +88,7 @@ def history_table(run) -> pa.Table | None:
         metrics = {key: value for key, value in row.items() if not key.startswith("_")}
         metrics["global_step"] = int(step)
         rows.append(metrics)
-    if not rows:
-        return None
-    return pa.Table.from_pandas(pd.DataFrame.from_records(rows), preserve_index=False)
+    return records_table(rows)
 
 
 def wandb_record(run, project_path: str) -> RunRecord:

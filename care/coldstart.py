@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
+from care.atomic import save_pretrained_atomic
 from care.config import Config
 from care.data.schema import prompt_text
 from care.data.synthetic import demonstration
 from care.hashing import config_hash
 from care.models import load_backbone
-from care.models.loading import save_pretrained_atomic
 from care.repair import CUE_TEMPLATES
 
 log = logging.getLogger(__name__)

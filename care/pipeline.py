@@ -44,11 +44,6 @@ def newest_checkpoint(directory: Path) -> str | None:
     return str(max(steps)[1]) if steps else None
 
 
-def load_data(cfg: Config):
-    from care.data.synthetic import make_splits
-    return make_splits(cfg.data.seed, cfg.data.train_size, cfg.data.eval_size, cfg.data.grid, cfg.data.cell_px)
-
-
 def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = None) -> dict:
     """Run one job end to end (training, or `task=eval`); returns what final.json holds.
 
@@ -90,6 +85,7 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
 
     from care.coldstart import cold_start_policy
     from care.data.schema import to_prompt_row
+    from care.data.synthetic import splits_from_config
     from care.evaluation.harness import flat, score
     from care.models import load_backbone, resolve_backbone
     from care.trainer import MetricsCallback, build_trainer
@@ -97,7 +93,7 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
     started = time.time()
     seed_everything(cfg.seed, cfg.threads)
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
-    train_records, held_out = load_data(cfg)
+    train_records, held_out = splits_from_config(cfg.data)
     policy_dir = resolve_backbone(cfg.backbone, cache_dir)
     policy_dir = cold_start_policy(cfg, train_records, policy_dir, cache_dir)  # cold_start=none: the backbone
     timings = {"cold_start_s": time.time() - started}

@@ -11,24 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from care.atomic import write_json_atomic, write_text_atomic
 from care.config import Config
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write via a temp file and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _finite(value: Any) -> Any:
@@ -53,10 +42,15 @@ class RunFiles:
         """Where per-sample eval files go: this directory's eval/ for the writer, nowhere otherwise."""
         return self.dir / "eval" if self.writer else None
 
-    def write_run_json(self, cfg: Config, **extra: Any) -> None:
+    def write_run_json(self, cfg: Config, *, run_key: str, sweep: str | None, label: str | None,
+                       choices: dict[str, str], world_size: int, code: dict[str, Any], job: dict[str, Any]) -> None:
+        """run.json: the resolved config and what identifies the run (every field named, so that
+        analysis.fake_runs, which writes through here too, cannot drift from the real format)."""
         if not self.writer:
             return
-        write_json_atomic(self.dir / "run.json", {"config": asdict(cfg), **extra})
+        write_json_atomic(self.dir / "run.json", {
+            "config": asdict(cfg), "run_key": run_key, "sweep": sweep, "label": label, "choices": choices,
+            "world_size": world_size, "code": code, "job": job})
 
     def append_metrics(self, global_step: int, metrics: dict[str, Any]) -> None:
         if not self.writer:
@@ -71,9 +65,7 @@ class RunFiles:
             return
         kept = [line for line in self.metrics_path.read_text().splitlines()
                 if line.strip() and json.loads(line)["global_step"] <= last_step]
-        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.metrics_path)
+        write_text_atomic(self.metrics_path, "".join(line + "\n" for line in kept))
 
     def read_final(self) -> dict[str, Any] | None:
         return json.loads(self.final_path.read_text()) if self.final_path.exists() else None
@@ -87,7 +79,7 @@ class RunFiles:
         if not self.writer:  # the traceback is in this process's own log
             return
         text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-        (self.dir / "FAILED").write_text(text)
+        write_text_atomic(self.dir / "FAILED", text)
 
 
 def wandb_mode(requested: str) -> str:

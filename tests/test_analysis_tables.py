@@ -168,9 +168,11 @@ def test_negatives_table_with_paper_macro(tmp_path):
     assert stat(table, "after.macro", Selector="random")["mean"] == 42.0
 
 
-def test_rgr_table_repair_rates_from_final_and_from_curves(tmp_path):
-    for seed, rate in enumerate([0.7, 0.8]):
-        write_run(tmp_path, f"cue-{seed}", seed=seed, sweep="rgr", steps=3, repair_rate=rate,
+def test_rgr_table_repair_rates_from_the_logged_attempts(tmp_path):
+    for seed, successes in enumerate([7, 8]):
+        curves = synthetic_curves(2, seed=seed, rgr=True)
+        curves["rgr/attempts"], curves["rgr/successes"] = [4, 6], [successes - 3, 3]  # 70% and 80%
+        write_run(tmp_path, f"cue-{seed}", seed=seed, sweep="rgr", curves=curves,
                   overrides={"rgr.variant": "cue"}, after={"synthetic": 50.0})
     for seed in range(2):
         curves = synthetic_curves(2, seed=seed, rgr=True)

@@ -75,8 +75,7 @@ def run_dirs(tmp_path):
     for seed in range(2):
         for algorithm, score in (("grpo", 40.0), ("care", 45.0)):
             dirs.append(write_run(tmp_path / "runs", f"{algorithm}-{seed}", seed=seed, algorithm=algorithm,
-                                  sweep="main", steps=5, after={"synthetic": score + seed},
-                                  repair_rate=0.5 if algorithm == "care" else None))
+                                  sweep="main", steps=5, after={"synthetic": score + seed}))
     return dirs
 
 

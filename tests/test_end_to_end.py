@@ -62,3 +62,27 @@ def test_rl_changed_the_policy(tiny_run):
     assert before.keys() == after.keys()
     changed = [k for k in before if not (before[k] == after[k]).all()]
     assert changed, "RL left every parameter untouched"
+
+
+def key_paths(tree, prefix=""):
+    """Dotted paths of every leaf of a JSON object (lists are leaves)."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix}
+    return set().union(*(key_paths(value, f"{prefix}.{key}" if prefix else key) for key, value in tree.items()))
+
+
+def test_a_fake_run_has_exactly_the_keys_of_a_real_one(tiny_run, tmp_path):
+    """analysis.fake_runs stands in for real runs in the analysis tests: its files must not drift."""
+    from analysis.fake_runs import write_run
+
+    run_dir, _ = tiny_run
+    fake_dir = write_run(tmp_path, "fake", steps=3, overrides={"rl.format_weight": 1.0})  # as tiny_run sets it
+    real, fake = (json.loads((d / "run.json").read_text()) for d in (run_dir, fake_dir))
+    assert set(fake["choices"]) <= set(real["choices"])  # the Hydra groups chosen vary with the launch
+    assert key_paths({**fake, "choices": {}}) == key_paths({**real, "choices": {}})
+    real, fake = (json.loads((d / "final.json").read_text()) for d in (run_dir, fake_dir))
+    assert key_paths(fake) == key_paths(real)
+    real, fake = ([json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+                  for d in (run_dir, fake_dir))
+    assert set().union(*fake) == set().union(*real)
+    assert [sorted(row) for row in fake] == [sorted(row) for row in real]  # every row logs every key

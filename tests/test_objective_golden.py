@@ -15,7 +15,6 @@ import torch
 from care.objective import (
     CareConfig,
     care_advantages,
-    dr_grpo_advantages,
     grpo_advantages,
     score_subgroups,
     select_subgroups,
@@ -143,7 +142,7 @@ def test_grpo_one_success_in_eight() -> None:
     )
 
 
-def test_dr_grpo_is_mean_centred_only() -> None:
+def test_grpo_without_scaling_is_mean_centred_only() -> None:
     batch = one_group(1)
-    result = dr_grpo_advantages(batch["rewards"], batch["correct"])
+    result = grpo_advantages(batch["rewards"], batch["correct"], scale="none")
     assert result.advantages[0].tolist() == pytest.approx([0.875] + [-0.125] * 7)

@@ -227,7 +227,7 @@ def write_sweep_runs(root: Path, name: str, scale: str) -> int:
         for seed in sorted(seed_of(job) for job in jobs if without_seed(job) == cell):
             job_cfg = dataclasses.replace(cfg, seed=seed)
             scores = {bench: 40.0 + seed + count % 7 for bench in job_cfg.eval.benchmarks}
-            write_run(root, f"{count}", seed=seed, config=dataclasses.asdict(job_cfg), run_key=run_key(job_cfg),
+            write_run(root, f"{count}", seed=seed, config=job_cfg, run_key=run_key(job_cfg),
                       sweep=job_cfg.sweep, after=scores, before={b: 30.0 + seed for b in scores}, steps=3)
             count += 1
     return count

@@ -21,6 +21,14 @@ def test_same_seed_gives_identical_records_and_images():
         assert _pixels(a) == _pixels(b)
 
 
+def test_record_ids_are_those_earlier_runs_trained_on():
+    """The ids name the boards; a change of hash formula would silently change the default run's data."""
+    train, held_out = make_splits(seed=0, train_size=3, eval_size=2)
+    assert [r.id for r in train + held_out] == [
+        "synthetic-train-aa11e54bb68fff2f", "synthetic-train-112782c7d274ff36", "synthetic-train-0a134b2ba53f56be",
+        "synthetic-heldout-055e899ba3a22595", "synthetic-heldout-0ee95799108442bf"]
+
+
 def test_different_seeds_differ():
     a, _ = make_splits(seed=0, train_size=20, eval_size=2)
     b, _ = make_splits(seed=1, train_size=20, eval_size=2)

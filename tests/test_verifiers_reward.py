@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from care.verifiers import VerifierReward, completion_text, make_reward_fn
+from care.verifiers import FormatReward, VerifierReward, completion_text, make_reward_fn
 
 GOOD = "<think>2+2</think><answer>4</answer>"
 RIGHT_BUT_UNFORMATTED = "The answer is \\boxed{4}"
@@ -26,16 +26,31 @@ def call(reward, completions, **columns):
     )
 
 
-def test_string_completions_with_format_weight() -> None:
-    reward = make_reward_fn(format_weight=0.5)
-    rewards = call(
-        reward,
-        [GOOD, RIGHT_BUT_UNFORMATTED, WRONG_BUT_FORMATTED, "nonsense"],
-        answer=["4"] * 4,
-        answer_type=["math"] * 4,
-    )
+def weighted(rewards, weights, completions, **columns):
+    """Sum of the reward functions times their weights, as TRL combines `reward_weights`."""
+    per_function = [call(reward, completions, **columns) for reward in rewards]
+    return [sum(w * r for w, r in zip(weights, row, strict=True)) for row in zip(*per_function, strict=True)]
+
+
+def test_accuracy_plus_weighted_format() -> None:
+    completions = [GOOD, RIGHT_BUT_UNFORMATTED, WRONG_BUT_FORMATTED, "nonsense"]
+    assert call(FormatReward(), completions) == [1.0, 0.0, 1.0, 0.0]
+    rewards = weighted([make_reward_fn(), FormatReward()], [1.0, 0.5], completions,
+                       answer=["4"] * 4, answer_type=["math"] * 4)
     assert rewards == [1.5, 1.0, 0.5, 0.0]
     assert all(isinstance(value, float) for value in rewards)
+
+
+def test_the_trainer_adds_the_format_reward_only_when_weighted() -> None:
+    from care.config import Config
+    from care.trainer.build import reward_functions
+
+    cfg = Config()
+    cfg.rl.format_weight = 0.0
+    assert [f.__name__ for f in reward_functions(cfg)] == ["accuracy"]
+    cfg.rl.format_weight = 0.1
+    accuracy, format_reward = reward_functions(cfg)
+    assert isinstance(accuracy, VerifierReward) and isinstance(format_reward, FormatReward)
 
 
 def test_accuracy_only_by_default() -> None:
@@ -68,8 +83,9 @@ def test_conversational_completions() -> None:
         ],
         [{"role": "assistant", "content": "<think>x</think><answer>Paris</answer>"}],
     ]
-    rewards = call(
-        make_reward_fn(format_weight=0.1),
+    rewards = weighted(
+        [make_reward_fn(), FormatReward()],
+        [1.0, 0.1],
         completions,
         answer=["4", "B", "B", "paris"],
         answer_type=["math", "choice", "choice", "text"],
@@ -111,17 +127,14 @@ def test_missing_column_is_a_clear_error() -> None:
 
 
 def test_name_logging_and_pickling() -> None:
-    reward = make_reward_fn(format_weight=0.2)
-    assert reward.__name__ == "verifier_accuracy_format0.2"
+    reward = VerifierReward(name="accuracy")
     assert make_reward_fn().__name__ == "verifier_accuracy"
     logged: dict[str, float] = {}
     call(reward, [GOOD, "x"], answer=["4", "4"], answer_type=["math", "math"], log_metric=logged.__setitem__)
-    assert logged == {
-        "verifier_accuracy_format0.2/formatted": 0.5,
-        "verifier_accuracy_format0.2/timeouts": 0.0,
-    }
+    assert logged == {"accuracy/formatted": 0.5, "accuracy/timeouts": 0.0}
     clone = pickle.loads(pickle.dumps(reward))
     assert isinstance(clone, VerifierReward) and clone.__name__ == reward.__name__
+    assert pickle.loads(pickle.dumps(FormatReward())).__name__ == "format"
 
 
 def test_trl_reads_the_name() -> None:

@@ -38,13 +38,14 @@ def build_tiny_trainer(cfg: Config, out_dir: Path, reward_funcs=(parity_reward,)
     from datasets import Dataset
 
     from care.data.schema import to_prompt_row
+    from care.data.synthetic import splits_from_config
     from care.models import load_processor, resolve_backbone
-    from care.pipeline import load_data, seed_everything
+    from care.pipeline import seed_everything
     from care.trainer import build_trainer
 
     os.environ.setdefault("WANDB_MODE", "disabled")
     seed_everything(cfg.seed, cfg.threads)
-    train_records, _ = load_data(cfg)
+    train_records, _ = splits_from_config(cfg.data)
     source = resolve_backbone(cfg.backbone, cfg.cache_dir)
     processor = load_processor(source, cfg.backbone.family)
     dataset = Dataset.from_list([to_prompt_row(r) for r in train_records])

@@ -15,18 +15,19 @@ local cache fails at once, without network retries.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from care.atomic import staged_directory
 from care.data.adapters import DATASET_NAMES, DatasetSpec, DatasetUnavailable, MalformedRow, dedupe, get_spec
 from care.data.adapters.common import ImageResolver, RowContext
 from care.data.schema import Record
+from care.hashing import digest
+from care.hub import hub_offline, offline_if_requested
 
 __all__ = ["DATASET_NAMES", "DatasetUnavailable", "MalformedRow", "load_records"]
 
@@ -215,27 +216,6 @@ def _json_rows(data, file: Path) -> list[dict]:
 # -------------------------------------------------------------------------------------------------- hub
 
 
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-@contextmanager
-def _offline_if_requested():
-    """`datasets` and `huggingface_hub` read HF_HUB_OFFLINE at import; honour it if set later too."""
-    if not hub_offline():
-        yield
-        return
-    import datasets.config
-    import huggingface_hub.constants as hub_constants
-
-    saved = datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE
-    datasets.config.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
-
-
 def _hub_rows(spec: DatasetSpec, split: str, hub_id: str) -> Iterator[tuple[dict, RowContext]]:
     import datasets
 
@@ -244,7 +224,7 @@ def _hub_rows(spec: DatasetSpec, split: str, hub_id: str) -> Iterator[tuple[dict
     index = 0
     for config in spec.hub_configs:
         try:
-            with _offline_if_requested():
+            with offline_if_requested():
                 loaded = datasets.load_dataset(hub_id, config, split=split)
         except Exception as err:  # the hub client raises many unrelated types for "not reachable"
             reason = f"HF_HUB_OFFLINE is set and it is not in the local cache; {err}" if hub_offline() else str(err)
@@ -268,16 +248,15 @@ def _hub_image_folders(spec: DatasetSpec, hub_id: str, hint: str) -> list[Path]:
     from huggingface_hub import hf_hub_download
 
     try:
-        with _offline_if_requested():
+        with offline_if_requested():
             archive = Path(hf_hub_download(hub_id, spec.hub_image_archive, repo_type="dataset"))
     except Exception as err:
         raise DatasetUnavailable(f"{spec.name}: cannot fetch {spec.hub_image_archive} from {hub_id!r} "
                                  f"({type(err).__name__}). {hint}") from err
-    digest = hashlib.sha256(str(archive.resolve()).encode()).hexdigest()[:12]
-    target = Path(datasets.config.HF_DATASETS_CACHE) / "care_extracted" / f"{hub_id.replace('/', '--')}-{digest}"
-    if not (target / ".complete").is_file():
-        with zipfile.ZipFile(archive) as bundle:
+    folder = f"{hub_id.replace('/', '--')}-{digest(str(archive.resolve()), length=12)}"
+    target = Path(datasets.config.HF_DATASETS_CACHE) / "care_extracted" / folder
+    if not target.is_dir():
+        with zipfile.ZipFile(archive) as bundle, staged_directory(target) as staging:
             prefixed = any(name.startswith("images/") for name in bundle.namelist())
-            bundle.extractall(target if prefixed else target / "images")  # zipfile drops ".." and "/" prefixes
-        (target / ".complete").write_text("ok")
+            bundle.extractall(staging if prefixed else staging / "images")  # zipfile drops ".." and "/" prefixes
     return [target]

@@ -11,13 +11,13 @@ this on CPU in a short cold start; the cold-start teacher is imperfect (see
 
 from __future__ import annotations
 
-import hashlib
 import random
 
 from PIL import Image
 
-from care.config import REFLECTION_TRACES
+from care.config import REFLECTION_TRACES, DataConfig
 from care.data.schema import Record
+from care.hashing import digest
 from care.repair import CUE_TEMPLATES
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
@@ -122,7 +122,7 @@ def _make(split: str, seed: int, size: int, grid: int, cell_px: int, exclude: se
         board = _board(rng, grid)
         mark = rng.randrange(grid * grid)
         question, answer, answer_type, kind = _question(rng, board, mark)
-        key = hashlib.sha1(repr((board, mark, question)).encode()).hexdigest()[:16]
+        key = digest(repr((board, mark, question)), length=16, algorithm="sha1")  # names the record: keep as is
         if key in seen:
             continue
         seen.add(key)
@@ -139,6 +139,11 @@ def make_splits(seed: int, train_size: int, eval_size: int, grid: int = 3, cell_
     train = _make("train", seed, train_size, grid, cell_px, exclude=set())
     held_out = _make("heldout", seed, eval_size, grid, cell_px, exclude={r.id.rsplit("-", 1)[1] for r in train})
     return train, held_out
+
+
+def splits_from_config(data: DataConfig) -> tuple[list[Record], list[Record]]:
+    """The train and held-out splits the `data` config group describes."""
+    return make_splits(data.seed, data.train_size, data.eval_size, data.grid, data.cell_px)
 
 
 def tokenizer_corpus(grid: int = 6) -> list[str]:

@@ -19,8 +19,8 @@ from care.tracking import RunFiles
 
 def benchmark_records(cfg: Config, name: str) -> list[Record]:
     if name == "synthetic":
-        from care.pipeline import load_data
-        records = load_data(cfg)[1]
+        from care.data.synthetic import splits_from_config
+        records = splits_from_config(cfg.data)[1]
         return records[:cfg.eval.limit] if cfg.eval.limit else records
     from care.data.loading import load_records
     return load_records(name, path=cfg.eval.paths.get(name), limit=cfg.eval.limit)
@@ -59,8 +59,8 @@ def flat(metrics: dict) -> dict:
 
 
 def run_eval(cfg: Config, files: RunFiles) -> dict:
+    from care.atomic import write_json_atomic
     from care.models import load_backbone
-    from care.tracking import write_json_atomic
 
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
     benchmarks = {name: benchmark_records(cfg, name) for name in cfg.eval.benchmarks}

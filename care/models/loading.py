@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from care.config import DTYPES as DTYPE_NAMES
 from care.config import BackboneConfig
+from care.hub import hub_offline
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}  # backbone.dtype -> torch dtype
 
 
 class BackboneUnavailable(FileNotFoundError):
     pass
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def resolve_backbone(cfg: BackboneConfig, cache_dir: str | Path) -> str:
@@ -48,20 +44,6 @@ def resolve_backbone(cfg: BackboneConfig, cache_dir: str | Path) -> str:
         raise BackboneUnavailable(
             f"weights for backbone {cfg.name!r} ({cfg.hub_id}) are not reachable: {mode}. "
             f"Set backbone.path=/dir/with/weights (or download {cfg.hub_id} into the HF cache)") from err
-
-
-def save_pretrained_atomic(out_dir: Path, model, processor) -> Path:
-    """Write weights + processor beside `out_dir`, then rename into place, so a reader never sees
-    half a checkpoint; if another process finished first, keep theirs."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    model.save_pretrained(staging)
-    processor.save_pretrained(staging)
-    try:
-        os.rename(staging, out_dir)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
 
 
 def load_processor(source: str, family: str):

@@ -9,9 +9,6 @@ same path real weights take.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -19,9 +16,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from care.atomic import save_pretrained_atomic
 from care.config import BackboneConfig
 from care.data.synthetic import tokenizer_corpus
-from care.models.loading import save_pretrained_atomic
+from care.hashing import config_hash
 from care.models.processors import IMAGE_ONLY_PROCESSORS
 
 BUILD_VERSION = 3  # bump when the builder changes what it writes
@@ -41,9 +39,8 @@ PATCH_SIZE = {"qwen2_5_vl": 14, "qwen3_vl": 16}
 
 
 def build_key(cfg: BackboneConfig) -> str:
-    blob = json.dumps({"v": BUILD_VERSION, "family": cfg.family, "tiny": asdict(cfg.tiny),
-                       "pixels": [cfg.min_pixels, cfg.max_pixels]}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    """Names the cached build; the weights come from a fixed seed, not from this key."""
+    return config_hash("tiny_backbone", BUILD_VERSION, cfg.family, cfg.tiny, [cfg.min_pixels, cfg.max_pixels])
 
 
 def _train_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:

@@ -7,7 +7,7 @@ Imports only torch, so any trainer (TRL, a custom loop, a test) can use it. Entr
 
 from .advantages import care_advantages, score_subgroups, select_subgroups
 from .anchors import choose_anchor, think_len_for_ranking
-from .baselines import dr_grpo_advantages, grpo_advantages
+from .baselines import grpo_advantages
 from .config import CareConfig
 from .metrics import signal_metrics
 from .negatives import pairwise_cosine_distance
@@ -20,7 +20,6 @@ __all__ = [
     "SubgroupSelection",
     "care_advantages",
     "choose_anchor",
-    "dr_grpo_advantages",
     "grpo_advantages",
     "pairwise_cosine_distance",
     "score_subgroups",

@@ -69,8 +69,3 @@ def grpo_advantages(
         repair_outcome=no_index,
         k=group_size,
     )
-
-
-def dr_grpo_advantages(rewards: torch.Tensor, correct: torch.Tensor) -> CareAdvantages:
-    """Dr. GRPO: group mean-centred rewards without std scaling."""
-    return grpo_advantages(rewards, correct, scale="none")

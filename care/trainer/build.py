@@ -85,24 +85,12 @@ def grpo_args(cfg: Config, output_dir: Path):
 
 
 def reward_functions(cfg: Config) -> list:
-    from care.verifiers.reward import VerifierReward
+    from care.verifiers.reward import FormatReward, VerifierReward
 
     funcs = [VerifierReward(name="accuracy")]
     if cfg.rl.format_weight > 0:
         funcs.append(FormatReward())
     return funcs
-
-
-class FormatReward:
-    """1.0 for a well-formed <think>...</think><answer>...</answer> response."""
-
-    __name__ = "format"
-
-    def __call__(self, prompts=None, completions=None, completion_ids=None, **columns) -> list[float]:
-        from care.verifiers import is_well_formed
-        from care.verifiers.reward import completion_text
-
-        return [float(is_well_formed(completion_text(c))) for c in completions]
 
 
 def build_trainer(cfg: Config, policy_dir: str, processor, train_dataset, output_dir: Path, callbacks=(),

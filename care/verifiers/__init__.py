@@ -2,7 +2,7 @@
 
     verify(response, gold, answer_type, choices=None) -> VerifyResult(correct, formatted, parsed, ...)
     verify_batch(responses, golds, answer_types, choices=None) -> list[VerifyResult]
-    make_reward_fn(format_weight=0.0) -> TRL reward function
+    make_reward_fn() -> TRL reward function (accuracy); FormatReward() -> TRL reward function (format)
 
 answer_type is "math" (math-verify equivalence, `math_answers`), "choice" (letters A-J, `choices`) or
 "text" (normalised exact match, `text_answers`). Where the answer is taken from: `extraction`.
@@ -20,11 +20,12 @@ from care.verifiers.pool import (
     get_pool,
     shutdown_pool,
 )
-from care.verifiers.reward import VerifierReward, completion_text, make_reward_fn
+from care.verifiers.reward import FormatReward, VerifierReward, completion_text, make_reward_fn
 
 __all__ = [
     "ANSWER_TYPES",
     "DEFAULT_TIMEOUT_S",
+    "FormatReward",
     "MAX_ANSWER_CHARS",
     "VerifierPool",
     "VerifierReward",

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from care.verifiers.core import verify_batch
+from care.verifiers.extraction import is_well_formed
 from care.verifiers.pool import DEFAULT_TIMEOUT_S
 
 
@@ -46,26 +47,19 @@ def _content_text(content: Any) -> str:
 
 
 class VerifierReward:
-    """Reward = 1.0 for a correct answer + `format_weight` for a well-formed response.
+    """Reward = 1.0 for a correct answer, else 0.0 (the format has its own reward, `FormatReward`).
 
     Reads the dataset columns `answer` (gold), `answer_type` and optional `choices`. A row whose gold
     is None gets reward None (TRL logs NaN and leaves it out). A class rather than a closure so that the
     reward pickles (TRL and accelerate may ship reward functions to other processes).
     """
 
-    def __init__(
-        self, format_weight: float = 0.0, timeout_s: float = DEFAULT_TIMEOUT_S, name: str | None = None
-    ):
-        self.format_weight = float(format_weight)
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, name: str = "verifier_accuracy"):
         self.timeout_s = timeout_s
-        self.__name__ = name or (
-            "verifier_accuracy"
-            if self.format_weight == 0
-            else f"verifier_accuracy_format{self.format_weight:g}"
-        )
+        self.__name__ = name
 
     def __repr__(self) -> str:
-        return f"VerifierReward(format_weight={self.format_weight}, timeout_s={self.timeout_s})"
+        return f"VerifierReward(timeout_s={self.timeout_s}, name={self.__name__!r})"
 
     def __call__(
         self,
@@ -97,7 +91,7 @@ class VerifierReward:
         )
         rewards: list[float | None] = [None] * count
         for index, result in zip(scored, results, strict=True):
-            rewards[index] = float(result.correct) + self.format_weight * float(result.formatted)
+            rewards[index] = float(result.correct)
         self._log(columns.get("log_metric"), results)
         return rewards
 
@@ -108,6 +102,22 @@ class VerifierReward:
         log_metric(f"{self.__name__}/timeouts", float(sum(r.timed_out for r in results)))
 
 
-def make_reward_fn(format_weight: float = 0.0, timeout_s: float = DEFAULT_TIMEOUT_S) -> VerifierReward:
-    """A TRL reward function: accuracy + format_weight * formatted."""
-    return VerifierReward(format_weight=format_weight, timeout_s=timeout_s)
+class FormatReward:
+    """1.0 for a well-formed `<think>...</think><answer>...</answer>` response, else 0.0.
+
+    The trainer weighs it by `rl.format_weight` through TRL's `reward_weights`, beside the accuracy
+    reward, so TRL logs the two apart and the objective reads correctness alone.
+    """
+
+    __name__ = "format"
+
+    def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None = None,
+                 completion_ids: Sequence[Any] | None = None, **columns: Any) -> list[float]:
+        if completions is None:
+            raise ValueError(f"{self.__name__} needs `completions`")
+        return [float(is_well_formed(completion_text(completion))) for completion in completions]
+
+
+def make_reward_fn(timeout_s: float = DEFAULT_TIMEOUT_S) -> VerifierReward:
+    """A TRL reward function: 1.0 for a correct answer."""
+    return VerifierReward(timeout_s=timeout_s)

@@ -7,7 +7,6 @@ in common lives here, so each adapter reads as a column mapping and nothing else
 from __future__ import annotations
 
 import ast
-import hashlib
 import io
 import re
 from collections.abc import Sequence
@@ -15,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+
+from care.hashing import digest
 
 LETTERS = "ABCDEFGHIJ"
 MAX_OPTIONS_CHARS = 20_000  # a real options string is a few hundred characters; refuse to parse more
@@ -108,9 +109,7 @@ def image_digest(image: Image.Image) -> str:
 
 
 def _pixel_digest(image: Image.Image) -> str:
-    digest = hashlib.sha256(f"{image.mode}:{image.size}".encode())
-    digest.update(image.tobytes())
-    return digest.hexdigest()
+    return digest(f"{image.mode}:{image.size}", image.tobytes())
 
 
 def is_present(cell) -> bool:

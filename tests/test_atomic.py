@@ -1,0 +1,32 @@
+"""The one atomic writer: files and folders appear whole or not at all."""
+
+import json
+
+import pytest
+
+from care.atomic import staged_directory, write_json_atomic, write_text_atomic
+
+
+def test_a_file_is_replaced_whole_and_no_temp_file_is_left(tmp_path):
+    path = tmp_path / "deep" / "final.json"
+    write_json_atomic(path, {"b": 1, "a": float("nan")})
+    write_text_atomic(path, json.dumps({"after": 2}))
+    assert json.loads(path.read_text()) == {"after": 2}
+    assert [p.name for p in path.parent.iterdir()] == ["final.json"]
+
+
+def test_a_failed_fill_publishes_nothing_and_leaves_no_staging(tmp_path):
+    target = tmp_path / "backbone"
+    with pytest.raises(RuntimeError, match="disk full"), staged_directory(target) as staging:
+        (staging / "config.json").write_text("{}")
+        raise RuntimeError("disk full")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_first_publisher_wins_and_the_second_is_dropped(tmp_path):
+    target = tmp_path / "backbone"
+    with staged_directory(target) as first, staged_directory(target) as second:
+        (second / "who").write_text("second")
+        (first / "who").write_text("first")
+    assert (target / "who").read_text() == "second"  # the inner block finished first
+    assert [p.name for p in tmp_path.iterdir()] == ["backbone"]
