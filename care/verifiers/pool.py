@@ -1,9 +1,10 @@
 """A small process pool for math-verify calls: batched submission, a per-call deadline, kill-and-replace.
 
 Batched: `run` sorts its jobs by gold and cuts them into a few chunks per worker; a worker gets a whole
-chunk and streams back one verdict per job. Parsing dominates math-verify's cost and each worker caches
-its parses (`math_answers._parse`), so keeping a gold's jobs on one worker parses that gold once instead
-of once per worker; chunks also spare a pipe round trip per job.
+chunk and streams back one verdict per job. The parent then wakes per chunk, not per job: the old
+one-job-at-a-time pool spent ~0.65 CPU-s in the parent per 2,000 benchmark responses, a third process
+competing with the two workers on two cores. Sorting by gold keeps a gold's jobs on one worker, which
+parses it once into its cache (`math_answers._parse`).
 
 Per-call deadline: each job gets `timeout_s` from the moment its worker starts it (the chunk's send, or
 the previous job's verdict). A job that overruns it scores 0 (`timed_out`), its worker is killed
@@ -11,10 +12,9 @@ the previous job's verdict). A job that overruns it scores 0 (`timed_out`), its 
 
 Why hand-written: math-verify's own timeout uses SIGALRM, which only works on the main thread and cannot
 interrupt long C-level work (a huge integer power), so a stuck call must be killed from outside.
-`concurrent.futures.ProcessPoolExecutor` cannot kill one task; pebble's `ProcessPool` can, but its
-timeout is per task, so with chunked tasks a hostile job would stall and void its whole chunk, and with
-one task per job the workers' parse caches split (the old one-job-at-a-time pool managed 1.37x on 2
-cores for that reason).
+`concurrent.futures.ProcessPoolExecutor` cannot kill one task. pebble's `ProcessPool` can, but its
+timeout covers a whole task: with chunked tasks one hung job loses every verdict of its chunk (pebble
+issue #132) after a chunk-sized deadline, and with one task per job there is no batching at all.
 
 Start method: 'forkserver' (where available, else 'spawn'). Not 'fork': the caller is typically a
 trainer with torch/CUDA threads, and forking a threaded process can deadlock the child. The forkserver
