@@ -1,10 +1,10 @@
 """A small process pool for math-verify calls: batched submission, a per-call deadline, kill-and-replace.
 
 Batched: `run` sorts its jobs by gold and cuts them into a few chunks per worker; a worker gets a whole
-chunk and streams back one verdict per job. The parent then wakes per chunk, not per job: the old
-one-job-at-a-time pool spent ~0.65 CPU-s in the parent per 2,000 benchmark responses, a third process
-competing with the two workers on two cores. Sorting by gold keeps a gold's jobs on one worker, which
-parses it once into its cache (`math_answers._parse`).
+chunk and streams back one verdict per job. Sorting keeps a gold's jobs, and so the repeats within a
+GRPO group, on one worker, whose parse cache (`math_answers._parse`) then serves them; handing out one
+job at a time spread the repeats over the workers, each parsing them afresh (docs/benchmarks.md has the
+CPU seconds). The parent also wakes per chunk, not per job.
 
 Per-call deadline: each job gets `timeout_s` from the moment its worker starts it (the chunk's send, or
 the previous job's verdict). A job that overruns it scores 0 (`timed_out`), its worker is killed
