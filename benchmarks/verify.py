@@ -6,13 +6,19 @@ set and must agree. Start-up (math-verify import, pool and forkserver start) is 
 
     python benchmarks/verify.py [--n 2000] [--workers N]
 
-The last line printed is a JSON object: n, single_rps, pool_rps, pool_workers, math_verify_jobs, ...
+The last line printed is a JSON object: n, single_rps, pool_rps, pool_over_single (the wall-clock
+ratio), pool_workers, math_verify_jobs, ... On a shared machine the wall-clock ratio says more about the
+neighbours than the pool, so CPU seconds are reported too (Linux): single_cpu_s for the in-process run,
+pool_parent_cpu_s and pool_worker_cpu_s (each worker) for the pooled one, and work_ratio =
+single_cpu_s / (pool_parent_cpu_s + max(pool_worker_cpu_s)), what the wall-clock ratio would be on idle
+cores if the parent's work never overlapped the workers'.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 
@@ -106,6 +112,16 @@ def build_examples(n: int, seed: int = 0) -> list[tuple[str, str, str, list[str]
     return [rng.choice(makers)(rng) for _ in range(n)]
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a live process (Linux /proc), None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000)
@@ -117,23 +133,42 @@ def main() -> None:
     math_verify_jobs = sum(_prepare(*example)[1] is not None for example in examples)
 
     verify_batch(responses[:50], golds[:50], types[:50], choices[:50], in_process=True)  # import math-verify
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     single = verify_batch(responses, golds, types, choices, in_process=True)
-    single_s = time.perf_counter() - started
+    single_s, single_cpu_s = time.perf_counter() - started, time.process_time() - started_cpu
 
     configure_pool(workers=args.workers)
     pool = get_pool()
     verify_batch(responses[:50], golds[:50], types[:50], choices[:50])  # start the workers
-    started = time.perf_counter()
+    worker_pids = [pid for pid in pool.worker_pids() if pid is not None]
+    workers_before = [cpu_seconds(pid) for pid in worker_pids]
+    started, started_cpu = time.perf_counter(), time.process_time()
     pooled = verify_batch(responses, golds, types, choices)
-    pool_s = time.perf_counter() - started
+    pool_s, parent_cpu_s = time.perf_counter() - started, time.process_time() - started_cpu
+    workers_after = [cpu_seconds(pid) for pid in worker_pids]
+    worker_cpu_s = [
+        round(after - before, 2)
+        for before, after in zip(workers_before, workers_after, strict=True)
+        if before is not None and after is not None
+    ]
+    work_ratio = (
+        round(single_cpu_s / (parent_cpu_s + max(worker_cpu_s)), 2)
+        if len(worker_cpu_s) == len(worker_pids) and worker_cpu_s
+        else None  # a worker was replaced (timeout) or /proc is missing
+    )
 
     agree = [r.correct for r in single] == [r.correct for r in pooled]
     summary = {
         "n": args.n,
         "single_rps": round(args.n / single_s, 1),
         "pool_rps": round(args.n / pool_s, 1),
+        "pool_over_single": round(single_s / pool_s, 2),
         "pool_workers": pool.size,
+        "single_cpu_s": round(single_cpu_s, 2),
+        "pool_parent_cpu_s": round(parent_cpu_s, 2),
+        "pool_worker_cpu_s": worker_cpu_s,
+        "work_ratio": work_ratio,
+        "load_1min": round(os.getloadavg()[0], 1),
         "math_verify_jobs": math_verify_jobs,
         "accuracy": round(sum(r.correct for r in pooled) / args.n, 3),
         "formatted": round(sum(r.formatted for r in pooled) / args.n, 3),

@@ -90,7 +90,7 @@ def verify_batch(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     in_process: bool = False,
 ) -> list[VerifyResult]:
-    """Score many responses; undecided math comparisons fan out over the worker pool.
+    """Score many responses; undecided math comparisons (each distinct one once) fan out over the worker pool.
 
     `answer_types` may be one string for all. `in_process=True` runs math-verify here with NO deadline:
     for benchmarks and debugging only, never on untrusted text in a trainer.
@@ -104,15 +104,18 @@ def verify_batch(
         for response, gold, answer_type, options in zip(responses, golds, types, choice_lists, strict=True)
     ]
     results = [result for result, _ in prepared]
-    job_indices = [index for index, (_, job) in enumerate(prepared) if job is not None]
-    jobs = [prepared[index][1] for index in job_indices]
+    # identical (prediction, gold) pairs, common within a GRPO group, are verified once
+    jobs = list(dict.fromkeys(job for _, job in prepared if job is not None))
     if jobs:
         if in_process:
-            outcomes = [MathOutcome(correct=math_equal(*job)) for job in jobs]  # type: ignore[misc]
+            outcomes = [MathOutcome(correct=math_equal(*job)) for job in jobs]
         else:
-            outcomes = get_pool().run(jobs, timeout_s=timeout_s)  # type: ignore[arg-type]
-        for index, outcome in zip(job_indices, outcomes, strict=True):
-            results[index] = replace(results[index], correct=outcome.correct, timed_out=outcome.timed_out)
+            outcomes = get_pool().run(jobs, timeout_s=timeout_s)
+        outcome_of = dict(zip(jobs, outcomes, strict=True))
+        for index, (_, job) in enumerate(prepared):
+            if job is not None:
+                outcome = outcome_of[job]
+                results[index] = replace(results[index], correct=outcome.correct, timed_out=outcome.timed_out)
     return results
 
 

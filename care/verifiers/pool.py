@@ -1,9 +1,20 @@
-"""A small process pool for math-verify calls, with a per-call deadline and kill-and-replace.
+"""A small process pool for math-verify calls: batched submission, a per-call deadline, kill-and-replace.
 
-Why not `concurrent.futures.ProcessPoolExecutor`: it cannot kill one stuck task, only abandon it while
-the worker keeps burning a core; math-verify's own timeout uses SIGALRM, which only works on the main
-thread. Here each worker owns a pipe; a call that overruns its deadline gets its worker killed (SIGKILL)
-and replaced, and the other workers carry on.
+Batched: `run` sorts its jobs by gold and cuts them into a few chunks per worker; a worker gets a whole
+chunk and streams back one verdict per job. Sorting keeps a gold's jobs, and so the repeats within a
+GRPO group, on one worker, whose parse cache (`math_answers._parse`) then serves them; handing out one
+job at a time spread the repeats over the workers, each parsing them afresh (docs/benchmarks.md has the
+CPU seconds). The parent also wakes per chunk, not per job.
+
+Per-call deadline: each job gets `timeout_s` from the moment its worker starts it (the chunk's send, or
+the previous job's verdict). A job that overruns it scores 0 (`timed_out`), its worker is killed
+(SIGKILL) and replaced, and the rest of its chunk goes back to the queue; the other workers carry on.
+
+Why hand-written: math-verify's own timeout uses SIGALRM, which only works on the main thread and cannot
+interrupt long C-level work (a huge integer power), so a stuck call must be killed from outside.
+`concurrent.futures.ProcessPoolExecutor` cannot kill one task. pebble's `ProcessPool` can, but its
+timeout covers a whole task: with chunked tasks one hung job loses every verdict of its chunk (pebble
+issue #132) after a chunk-sized deadline, and with one task per job there is no batching at all.
 
 Start method: 'forkserver' (where available, else 'spawn'). Not 'fork': the caller is typically a
 trainer with torch/CUDA threads, and forking a threaded process can deadlock the child. The forkserver
@@ -31,6 +42,7 @@ DEFAULT_MEMORY_LIMIT_MB = 2048
 _BOOT_TIMEOUT_S = 60.0
 _READY = "ready"
 _WARM_MODULE = "care.verifiers._warm"
+CHUNKS_PER_WORKER = 8
 
 
 class WorkerStartError(RuntimeError):
@@ -71,23 +83,36 @@ def _limit_memory(extra_mb: int | None) -> None:
 
 
 def worker_main(connection: Connection, memory_limit_mb: int | None) -> None:
-    """Worker loop: receive (prediction, gold), reply with math_equal's verdict; None ends the loop."""
+    """Worker loop: receive a chunk of (prediction, gold) jobs, send math_equal's verdict for each as it
+    is decided (the parent times every job from the previous verdict); None ends the loop."""
     from care.verifiers.math_answers import math_equal
 
     _limit_memory(memory_limit_mb)
     connection.send(_READY)
     while True:
         try:
-            job = connection.recv()
+            chunk = connection.recv()
         except (EOFError, OSError):
             return
-        if job is None:
+        if chunk is None:
             return
-        try:
-            verdict = math_equal(*job)
-        except Exception:  # MemoryError, RecursionError, parser bugs: one wrong answer, not a dead worker
-            verdict = False
-        connection.send(bool(verdict))
+        for job in chunk:
+            try:
+                verdict = math_equal(*job)
+            except Exception:  # MemoryError, RecursionError, parser bugs: one wrong answer, not a dead worker
+                verdict = False
+            connection.send(bool(verdict))
+
+
+def _chunks(jobs: Sequence[tuple[str, str]], workers: int) -> list[list[int]]:
+    """Job indices sorted by gold and cut into about `CHUNKS_PER_WORKER` chunks per worker.
+
+    Sorting keeps a gold's jobs together, so mostly one worker parses (and caches) each gold; several
+    chunks per worker let an idle worker take the next one when the chunks' costs differ.
+    """
+    by_gold = sorted(range(len(jobs)), key=lambda index: jobs[index][1])
+    size = max(1, -(-len(jobs) // (workers * CHUNKS_PER_WORKER)))
+    return [by_gold[start : start + size] for start in range(0, len(by_gold), size)]
 
 
 class _Worker:
@@ -126,14 +151,14 @@ class _Worker:
         self.ready = True
         return True
 
-    def send(self, job: tuple[str, str]) -> bool:
-        """Hand over a job; False when the worker has died (booted or not)."""
+    def send(self, chunk: list[tuple[str, str]]) -> bool:
+        """Hand over a chunk of jobs; False when the worker has died (booted or not)."""
         # an idle worker has nothing to say: anything readable is the end-of-file of one that died
         # (the pipe shows the death before the process handle does)
         if not self.wait_ready() or not self.process.is_alive() or self.connection.poll(0):
             return False
         try:
-            self.connection.send(job)
+            self.connection.send(chunk)
             return True
         except (EOFError, OSError, BrokenPipeError):
             return False
@@ -151,6 +176,24 @@ class _Worker:
             self.process.kill()
             self.process.join(timeout=5)
         self.connection.close()
+
+
+@dataclass
+class _Assignment:
+    """A chunk a worker is running: verdicts come back in chunk order, `done` of them so far."""
+
+    worker: _Worker
+    chunk: list[int]  # job indices
+    deadline: float  # for the job now running, chunk[done]
+    done: int = 0
+
+    @property
+    def running(self) -> int:
+        return self.chunk[self.done]
+
+    @property
+    def not_started(self) -> list[int]:
+        return self.chunk[self.done + 1 :]
 
 
 def _context(start_method: str | None) -> multiprocessing.context.BaseContext:
@@ -219,47 +262,62 @@ class VerifierPool:
         self._give_back(self._new_worker())
 
     def run(self, jobs: Sequence[tuple[str, str]], timeout_s: float = DEFAULT_TIMEOUT_S) -> list[MathOutcome]:
-        """Verdicts for (prediction, gold) jobs, in order; each job gets `timeout_s` once a worker has it."""
+        """Verdicts for (prediction, gold) jobs, in order; each job gets `timeout_s` once a worker starts it."""
         outcomes: list[MathOutcome | None] = [None] * len(jobs)
-        pending = deque(range(len(jobs)))
-        in_flight: dict[Connection, tuple[_Worker, int, float]] = {}
+        pending = deque(_chunks(jobs, self.size))
+        in_flight: dict[Connection, _Assignment] = {}
+
+        def stop_running(assignment: _Assignment, outcome: MathOutcome) -> None:
+            """Score the running job, replace its worker, and queue the chunk's unstarted jobs again."""
+            del in_flight[assignment.worker.connection]
+            outcomes[assignment.running] = outcome
+            if assignment.not_started:
+                pending.appendleft(assignment.not_started)
+            self._replace(assignment.worker)
+
         try:
             while pending or in_flight:
                 while pending:
                     worker = self._borrow(block=not in_flight)
                     if worker is None:
                         break
-                    index = pending.popleft()
+                    chunk = pending.popleft()
                     try:
-                        sent = worker.send(jobs[index])
+                        sent = worker.send([jobs[index] for index in chunk])
                     except WorkerStartError:
                         self._give_back(self._new_worker())  # keep the pool at full size for the next call
                         raise
                     if sent:
-                        in_flight[worker.connection] = (worker, index, time.monotonic() + timeout_s)
-                    else:  # it died while idle, not because of this job: retry on its replacement
-                        pending.appendleft(index)
+                        deadline = time.monotonic() + timeout_s
+                        in_flight[worker.connection] = _Assignment(worker, chunk, deadline)
+                    else:  # it died while idle, not because of this chunk: retry on its replacement
+                        pending.appendleft(chunk)
                         self._replace(worker)
                 if not in_flight:
                     continue
-                next_deadline = min(deadline for _, _, deadline in in_flight.values())
+                next_deadline = min(assignment.deadline for assignment in in_flight.values())
                 for connection in wait(list(in_flight), timeout=max(0.0, next_deadline - time.monotonic())):
-                    worker, index, _ = in_flight.pop(connection)  # type: ignore[arg-type]
+                    assignment = in_flight[connection]  # type: ignore[index]
                     try:
-                        outcomes[index] = MathOutcome(correct=bool(connection.recv()))  # type: ignore[union-attr]
-                        self._give_back(worker)
-                    except (EOFError, OSError):
-                        outcomes[index] = MathOutcome(correct=False)
-                        self._replace(worker)
+                        while True:  # drain every verdict already sent
+                            outcomes[assignment.running] = MathOutcome(correct=bool(connection.recv()))  # type: ignore[union-attr]
+                            assignment.done += 1
+                            assignment.deadline = time.monotonic() + timeout_s
+                            if assignment.done == len(assignment.chunk):
+                                del in_flight[connection]  # type: ignore[arg-type]
+                                self._give_back(assignment.worker)
+                                break
+                            if not connection.poll(0):  # type: ignore[union-attr]
+                                break
+                    except (EOFError, OSError):  # the worker died mid-job: that job scores 0, not timed out
+                        stop_running(assignment, MathOutcome(correct=False))
                 now = time.monotonic()
-                for connection, (worker, index, deadline) in list(in_flight.items()):
-                    if deadline <= now:
-                        del in_flight[connection]
-                        outcomes[index] = MathOutcome(correct=False, timed_out=True)
-                        self._replace(worker)
+                for assignment in list(in_flight.values()):
+                    if assignment.deadline <= now:
+                        stop_running(assignment, MathOutcome(correct=False, timed_out=True))
         finally:
-            for worker, _, _ in in_flight.values():  # interrupted: their late replies must not leak
-                self._replace(worker)
+            for assignment in in_flight.values():  # interrupted: their late replies must not leak
+                self._replace(assignment.worker)
         return [outcome or MathOutcome(correct=False) for outcome in outcomes]
 
     def close(self) -> None:
