@@ -2,6 +2,7 @@
 
     python -m analysis.collect RUNS... --out DIR
     python -m analysis.collect --from-wandb ENTITY/PROJECT [--group G] --out DIR
+    python -m analysis.collect --from-wandb-offline DIR [--group G] --out DIR   (offline W&B runs)
 
 `runs.parquet` has one row per run_key: run_key, sweep, sweeps (every sweep that ran this
 run_key, comma-separated), status (finished|failed|unfinished), path, label, `choice.<group>`, the flattened config as `cfg.<dotted.key>`, and the final
@@ -151,12 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="*", help="run dirs or sweep roots (searched recursively for run.json)")
     parser.add_argument("--out", required=True, help="folder for runs.parquet and curves.parquet")
     parser.add_argument("--from-wandb", metavar="ENTITY/PROJECT", help="read W&B runs instead of run dirs")
-    parser.add_argument("--group", help="W&B group to read (with --from-wandb)")
+    parser.add_argument("--from-wandb-offline", metavar="DIR",
+                        help="read the offline W&B runs under DIR (wandb/offline-run-*), no server needed")
+    parser.add_argument("--group", help="W&B group to read (with --from-wandb or --from-wandb-offline)")
     args = parser.parse_args(argv)
-    if bool(args.runs) == bool(args.from_wandb):
-        parser.error("give run dirs or --from-wandb ENTITY/PROJECT (not both)")
+    sources = [bool(args.runs), bool(args.from_wandb), bool(args.from_wandb_offline)]
+    if sum(sources) != 1:
+        parser.error("give run dirs, --from-wandb ENTITY/PROJECT or --from-wandb-offline DIR (one of them)")
     if args.from_wandb:
         runs, curves, problems = collect_from_wandb(args.from_wandb, group=args.group)
+    elif args.from_wandb_offline:
+        from analysis.wandb_offline import OfflineApi
+        runs, curves, problems = collect_from_wandb(f"offline:{args.from_wandb_offline}", group=args.group,
+                                                    api=OfflineApi(args.from_wandb_offline))
     else:
         runs, curves, problems = collect(args.runs)
     write_collected(runs, curves, args.out)

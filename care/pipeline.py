@@ -111,9 +111,11 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
     trainer = build_trainer(cfg, policy_dir, processor, dataset, checkpoints,
                             callbacks=[MetricsCallback(files, mirror)])
     resume_from = newest_checkpoint(checkpoints)
-    if resume_from is not None:  # requeued, preempted or re-issued: continue, never log a step twice
-        step = int(Path(resume_from).name.split("-")[-1])
-        files.truncate_metrics(step)
+    # requeued, preempted or re-issued: continue from the newest checkpoint, or start over if the
+    # attempt before died ahead of its first one; either way no step is logged twice
+    step = int(Path(resume_from).name.split("-")[-1]) if resume_from is not None else 0
+    files.truncate_metrics(step)
+    if resume_from is not None:
         log.info("resuming RL from %s (step %d)", resume_from, step)
     rl_started = time.time()
     trainer.train(resume_from_checkpoint=resume_from)

@@ -9,6 +9,7 @@ always finished.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import traceback
@@ -18,6 +19,8 @@ from typing import Any
 
 from care.atomic import write_json_atomic, write_text_atomic
 from care.config import Config
+
+log = logging.getLogger(__name__)
 
 
 def _finite(value: Any) -> Any:
@@ -60,11 +63,25 @@ class RunFiles:
             f.write(json.dumps(row, sort_keys=True) + "\n")
 
     def truncate_metrics(self, last_step: int) -> None:
-        """Keep rows up to `last_step` (a resumed run re-logs what came after its checkpoint)."""
+        """Keep rows up to `last_step`: a resumed run re-logs what came after its checkpoint, and
+        one with no checkpoint yet starts over (`last_step` 0). A line that is not JSON is what a
+        kill mid-write leaves (a torn last line): it is dropped with a warning, never fatal, or
+        every requeue of the job would die on it."""
         if not self.writer or not self.metrics_path.exists():
             return
-        kept = [line for line in self.metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line)["global_step"] <= last_step]
+        kept, torn = [], []
+        for number, line in enumerate(self.metrics_path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                torn.append(number)
+                continue
+            if row["global_step"] <= last_step:
+                kept.append(line)
+        if torn:
+            log.warning("%s: dropped unreadable line(s) %s (a write cut short by a kill)", self.metrics_path, torn)
         write_text_atomic(self.metrics_path, "".join(line + "\n" for line in kept))
 
     def read_final(self) -> dict[str, Any] | None:

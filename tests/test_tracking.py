@@ -1,9 +1,11 @@
 """The W&B mirror: which run it opens (group, job type, tags, id, dir), when it is offline, that it
-always finishes, and that only rank 0 opens one. wandb itself is replaced by a recorder."""
+always finishes, and that only rank 0 opens one (wandb itself replaced by a recorder); resuming a
+run's metrics.jsonl after a kill."""
 
 from __future__ import annotations
 
 import importlib.machinery
+import json
 import sys
 import types
 
@@ -96,3 +98,29 @@ def test_wandb_is_offline_without_credentials_and_the_environment_wins(monkeypat
     assert wandb_mode("disabled") == "disabled"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert wandb_mode("online") == "disabled"
+
+
+def test_resume_keeps_rows_up_to_the_checkpoint_and_drops_a_torn_last_line(tmp_path, caplog):
+    """What a SIGKILL mid-write leaves: half a JSON line at the end. The requeued job must not die on it."""
+    from care.tracking import RunFiles
+
+    files = RunFiles(tmp_path)
+    for step in (1, 2, 3):
+        files.append_metrics(step, {"train/reward": step / 10})
+    with open(files.metrics_path, "a") as f:
+        f.write('{"global_step": 4, "train/rew')  # torn: no closing brace, no newline
+    files.truncate_metrics(2)
+    rows = [json.loads(line) for line in files.metrics_path.read_text().splitlines()]
+    assert [r["global_step"] for r in rows] == [1, 2] and rows[1]["train/reward"] == 0.2
+    assert "line(s) [4]" in caplog.text
+    files.append_metrics(3, {"train/reward": 0.3})  # the resumed run's next row lands on a line of its own
+    assert [json.loads(line)["global_step"] for line in files.metrics_path.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_its_log_over(tmp_path):
+    from care.tracking import RunFiles
+
+    files = RunFiles(tmp_path)
+    files.append_metrics(1, {"train/reward": 0.1})
+    files.truncate_metrics(0)
+    assert files.metrics_path.read_text() == ""

@@ -85,3 +85,15 @@ def test_copying_the_offline_folder_elsewhere_keeps_it_readable(offline_run, tmp
     assert run.state == "finished"
     assert run.config["run_key"] == json.loads((run_dir / "run.json").read_text())["run_key"]
     assert any("train/reward" in row for row in run.scan_history())
+
+
+def test_collect_cli_reads_offline_runs(offline_run, tmp_path, capsys):
+    import pandas as pd
+
+    from analysis.collect import main as collect_main
+
+    run_dir, _ = offline_run
+    assert collect_main(["--from-wandb-offline", str(run_dir), "--out", str(tmp_path / "out")]) == 0
+    assert "1 runs {'finished': 1}" in capsys.readouterr().out
+    runs = pd.read_parquet(tmp_path / "out" / "runs.parquet")
+    assert runs.iloc[0]["run_key"] == json.loads((run_dir / "run.json").read_text())["run_key"]
