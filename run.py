@@ -2,7 +2,9 @@
 
 This is the only module that imports Hydra. `python run.py` trains the default job;
 `python run.py -m ...` runs sweeps. Bad keys or values fail here, before any work starts.
-The last line printed is `run_dir: <path>`.
+The last line printed is `run_dir: <path>`. `python run.py task=plan [sweep=...] [...]` composes
+every job and prints its plan (care.plan) from this one process, launching nothing; its last
+line is one JSON object `{"jobs": [...]}`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from care.config import Config
 
@@ -33,6 +35,47 @@ def to_config(dcfg: DictConfig) -> Config:
         if path:
             setattr(cfg.eval.paths, name, to_absolute_path(path))
     return cfg
+
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+def launcher_gpus(launcher: DictConfig, backbone: str) -> int | None:
+    """GPUs the SLURM launcher gives a job of this backbone (per_backbone), or None for other launchers."""
+    per_backbone = launcher.get("per_backbone") if "gpus_per_node" in launcher else None
+    if not per_backbone:
+        return None
+    resources = {**launcher, **per_backbone.get(backbone, {})}
+    return int(resources["gpus_per_node"]) * int(resources.get("nodes") or 1)
+
+
+def plan(argv: list[str]) -> None:
+    """task=plan: expand the command line (and a sweep file's params) into jobs as Hydra's basic
+    sweeper would, compose and validate each, print its plan. No launcher, weights or GPU."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from care.plan import plan_job, print_plan
+
+    overrides = [arg for arg in argv if arg not in ("-m", "--multirun")]
+    parser = OverridesParser.create()
+    jobs, planned = [[o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]], []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        sweeper = compose(config_name="config", overrides=jobs[0], return_hydra_config=True).hydra.sweeper
+        params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+        (jobs,) = BasicSweeper.split_arguments(parser.parse_overrides(params + overrides), max_batch_size=None)
+        for number, job in enumerate(jobs):
+            composed = compose(config_name="config", overrides=list(job), return_hydra_config=True)
+            gpus = launcher_gpus(composed.hydra.launcher, composed.backbone.name)
+            with open_dict(composed):
+                del composed["hydra"]
+            try:
+                planned.append(plan_job(to_config(composed), gpus, list(job)))
+            except ValueError as err:
+                print(f"config error: job #{number} ({' '.join(job)}): {err}", file=sys.stderr)
+                sys.exit(2)
+    print_plan(planned)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -54,4 +97,7 @@ def main(dcfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if "task=plan" in sys.argv[1:]:
+        plan(sys.argv[1:])
+    else:
+        main()
