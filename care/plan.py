@@ -53,13 +53,17 @@ def decoder_params(hidden: int, layers: int, heads: int, kv_heads: int, intermed
     return vocab * hidden * (1 if tied else 2) + layers * layer + hidden
 
 
-def vision_params(depth: int, hidden: int, intermediate: int, out_hidden: int, patch: int, gated: bool) -> int:
-    """Parameters of a Qwen-VL vision tower and its 2x2 patch merger (biases and norms included)."""
-    mlp = (3 if gated else 2) * hidden * intermediate + (2 * intermediate + hidden if gated else intermediate + hidden)
-    block = 4 * hidden * hidden + 4 * hidden + mlp + 2 * hidden
+def vision_params(depth: int, hidden: int, intermediate: int, out_hidden: int, patch: int, qwen3: bool) -> int:
+    """Parameters of a Qwen-VL vision tower and its 2x2 patch merger(s), biases and norms included.
+    Qwen2.5-VL: gated MLP, RMSNorm. Qwen3-VL: plain MLP, LayerNorm, learned positions (64 in the
+    tiny build), one extra DeepStack merger per tapped layer (one in the tiny build)."""
+    mlp = 2 * hidden * intermediate + intermediate + hidden if qwen3 else 3 * hidden * intermediate + 2 * intermediate + hidden
+    norms = 4 * hidden if qwen3 else 2 * hidden
+    block = 4 * hidden * hidden + 4 * hidden + mlp + norms
     merged = 4 * hidden
-    merger = merged * merged + merged + merged * out_hidden + out_hidden + 2 * hidden
-    return depth * block + 3 * 2 * patch * patch * hidden + merger
+    merger = merged * merged + merged + merged * out_hidden + out_hidden + (2 if qwen3 else 1) * hidden
+    extra = 64 * hidden + merger + 6 * hidden if qwen3 else 0  # positions, a DeepStack merger (its norm spans 4x)
+    return depth * block + 3 * 2 * patch * patch * hidden + (hidden if qwen3 else 0) + merger + extra
 
 
 def sizes(backbone: BackboneConfig) -> Sizes:
@@ -74,7 +78,7 @@ def sizes(backbone: BackboneConfig) -> Sizes:
                          "(num_params, vision_params, hidden_size, ... from the hub config.json)")
     qwen25 = backbone.family == "qwen2_5_vl"
     vision = vision_params(t.vision_depth, t.vision_hidden_size, 2 * t.vision_hidden_size, t.hidden_size,
-                           14 if qwen25 else 16, gated=qwen25)
+                           14 if qwen25 else 16, qwen3=not qwen25)
     text = decoder_params(t.hidden_size, t.num_layers, t.num_heads, t.num_kv_heads, t.intermediate_size,
                           t.vocab_size, tied=True, qkv_bias=qwen25)
     return Sizes(text + vision, vision, t.hidden_size, t.num_layers, t.num_heads, t.num_kv_heads, t.vocab_size)
