@@ -40,41 +40,34 @@ def to_config(dcfg: DictConfig) -> Config:
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
-def launcher_gpus(launcher: DictConfig, backbone: str) -> int | None:
-    """GPUs the SLURM launcher gives a job of this backbone (per_backbone), or None for other launchers."""
-    per_backbone = launcher.get("per_backbone") if "gpus_per_node" in launcher else None
-    if not per_backbone:
-        return None
-    resources = {**launcher, **per_backbone.get(backbone, {})}
-    return int(resources["gpus_per_node"]) * int(resources.get("nodes") or 1)
-
-
 def plan(argv: list[str]) -> None:
     """task=plan: expand the command line (and a sweep file's params) into jobs as Hydra's basic
     sweeper would, compose and validate each, print its plan. No launcher, weights or GPU."""
     from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
-    from care.plan import plan_job, print_plan
+    from care.plan import launcher_gpus, plan_job, print_plan
 
     overrides = [arg for arg in argv if arg not in ("-m", "--multirun")]
     parser = OverridesParser.create()
-    jobs, planned = [[o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]], []
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        sweeper = compose(config_name="config", overrides=jobs[0], return_hydra_config=True).hydra.sweeper
-        params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
-        (jobs,) = BasicSweeper.split_arguments(parser.parse_overrides(params + overrides), max_batch_size=None)
-        for number, job in enumerate(jobs):
-            composed = compose(config_name="config", overrides=list(job), return_hydra_config=True)
-            gpus = launcher_gpus(composed.hydra.launcher, composed.backbone.name)
-            with open_dict(composed):
-                del composed["hydra"]
-            try:
-                planned.append(plan_job(to_config(composed), gpus, list(job)))
-            except ValueError as err:
-                print(f"config error: job #{number} ({' '.join(job)}): {err}", file=sys.stderr)
-                sys.exit(2)
+    fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
+    planned, job = [], fixed
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            sweeper = compose(config_name="config", overrides=fixed, return_hydra_config=True).hydra.sweeper
+            params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+            (jobs,) = BasicSweeper.split_arguments(parser.parse_overrides(params + overrides), max_batch_size=None)
+            for job in map(list, jobs):
+                composed = compose(config_name="config", overrides=job, return_hydra_config=True)
+                gpus = launcher_gpus(composed.hydra.launcher, composed.backbone.name)
+                with open_dict(composed):
+                    del composed["hydra"]
+                planned.append(plan_job(to_config(composed), gpus, job))
+    except (HydraException, ValueError) as err:  # a misspelt key, a bad value, a batch that does not divide
+        print(f"config error: job #{len(planned)} ({' '.join(job)}): {err}", file=sys.stderr)
+        sys.exit(2)
     print_plan(planned)
 
 
@@ -84,6 +77,11 @@ def main(dcfg: DictConfig) -> None:
 
     try:
         cfg = to_config(dcfg)
+        if cfg.task == "plan":  # reached through a launcher (run.py's own entry plans before Hydra starts)
+            from care.plan import plan_job, print_plan
+
+            print_plan([plan_job(cfg)])
+            return
         preflight(cfg)
     except (ValueError, FileNotFoundError) as err:  # bad values, unreachable weights or datasets
         print(f"config error: {err}", file=sys.stderr)

@@ -94,7 +94,7 @@ class BackboneConfig:
     path: str | None = None  # local weights; wins over hub_id
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
-    min_pixels: int = 84 * 84
+    min_pixels: int = 84 * 84  # the tiny default: a 3x3 board of 28 px cells, one merged vision token each
     max_pixels: int = 84 * 84
     tiny: TinyArch | None = field(default_factory=TinyArch)
     arch: ArchSize | None = None  # real backbones: sizes for task=plan (conf/backbone/<name>.yaml)
@@ -354,6 +354,7 @@ class ClusterConfig:
 
     gpus: int = 1
     gpu_mem_gb: float = 80.0
+    require_fit: bool = True  # false: queue a job even where task=plan says it does not fit
 
     def __post_init__(self) -> None:
         check_range("cluster.gpus", self.gpus, 1)

@@ -173,17 +173,29 @@ def plan_job(cfg: Config, gpus: int | None = None, overrides: list[str] | None =
     return job
 
 
+def launcher_gpus(launcher, backbone: str) -> int | None:
+    """GPUs a SLURM launcher's settings give a job of this backbone (`per_backbone` over the
+    launcher's own `gpus_per_node`, times `nodes`), or None for a launcher without GPU settings."""
+    if "gpus_per_node" not in launcher:
+        return None
+    own = (launcher.get("per_backbone") or {}).get(backbone) or {}
+    gpus, nodes = (own.get(key, launcher.get(key)) for key in ("gpus_per_node", "nodes"))
+    return int(gpus or 0) * int(nodes or 1)
+
+
 def check_fits(cfg: Config, gpus: int | None = None) -> None:
-    """Raise ValueError naming the numbers when the job's planned peak memory exceeds a GPU's."""
+    """Raise ValueError naming the numbers when the job's planned peak memory exceeds a GPU's,
+    unless `cluster.require_fit=false` says to queue it anyway."""
     job = plan_job(cfg, gpus)
-    if not job["fits"]:
+    if not job["fits"] and cfg.cluster.require_fit:
         m = job["memory_gib"]
         raise ValueError(
             f"{job['backbone']} on {job['gpus']} GPUs with parallel={job['sharding']} needs ~{job['est_gpu_mem_gb']} GiB "
             f"per GPU > cluster.gpu_mem_gb={job['gpu_mem_gb']} (weights {m['weights']}, gradients {m['gradients']}, "
             f"optimizer {m['optimizer']}, activations {m['activations']}, reference {m['reference']}, vLLM "
             f"{m['vllm']}, logits {m['logits']}); try parallel=fsdp, parallel.offload_optimizer=true, a smaller "
-            "rl.micro_batch_size or rollout.vllm_gpu_memory_utilization, or python run.py task=plan to see the plan")
+            "rl.micro_batch_size or rollout.vllm_gpu_memory_utilization (python run.py task=plan shows the plan), "
+                "or cluster.require_fit=false to queue it anyway")
 
 
 def describe(job: dict) -> str:

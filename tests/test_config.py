@@ -121,6 +121,25 @@ def test_presets_write_only_what_they_change():
             assert key == "name" or value != getattr(defaults, key), f"{path.name}: {key}={value} is the default"
 
 
+# Keys that name the option a group file is (its identity), allowed to equal the default.
+IDENTITY_KEYS = {"name", "family", "engine", "vllm_mode", "strategy", "variant", "enabled", "benchmarks", "tiny"}
+
+
+@pytest.mark.parametrize("group", ["backbone", "data", "eval", "parallel", "rgr", "rollout"])
+def test_group_files_do_not_restate_dataclass_defaults(group):
+    import dataclasses
+
+    import yaml
+
+    defaults = getattr(Config(), group)
+    for path in sorted((ROOT / "conf" / group).glob("*.yaml")):
+        values = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "defaults"}
+        for key, value in values.items():
+            default = getattr(defaults, key)
+            default = dataclasses.asdict(default) if dataclasses.is_dataclass(default) else default
+            assert key in IDENTITY_KEYS or value != default, f"conf/{group}/{path.name}: {key}={value!r} is the default"
+
+
 def test_real_backbones_get_the_paper_recipe_unless_overridden():
     tiny, paper = compose_cfg(), compose_cfg("backbone=qwen2_5_vl_7b")
     assert (tiny.rl, tiny.parallel.strategy, tiny.rollout.engine) == (Config().rl, "ddp", "hf")  # the CPU settings

@@ -65,6 +65,16 @@ def test_plan_rejects_a_batch_that_does_not_divide(tmp_path):
     assert "rl.micro_batch_size=3" in result.stderr and "cluster.gpus=8" in result.stderr
 
 
+def test_launcher_gpus_per_backbone():
+    from care.plan import launcher_gpus
+
+    launcher = {"gpus_per_node": 8, "nodes": 1, "per_backbone": {"qwen2_5_vl_3b": {"gpus_per_node": 4},
+                                                                 "tiny_qwen2_5_vl": {"gpus_per_node": 0}}}
+    assert [launcher_gpus(launcher, b) for b in ("qwen2_5_vl_3b", "qwen2_5_vl_7b", "tiny_qwen2_5_vl")] == [4, 8, 0]
+    assert launcher_gpus({**launcher, "nodes": 2}, "qwen2_5_vl_7b") == 16
+    assert launcher_gpus({"timeout_min": 60}, "qwen2_5_vl_7b") is None  # a launcher without GPU settings
+
+
 def test_check_fits_names_the_numbers():
     check_fits(composed("backbone=qwen2_5_vl_7b"))  # FSDP over 8 GPUs: fits
     with pytest.raises(ValueError, match=r"qwen2_5_vl_7b on 8 GPUs with parallel=ddp needs ~\d+\.\d+ GiB per GPU > "
@@ -72,6 +82,7 @@ def test_check_fits_names_the_numbers():
         check_fits(composed("backbone=qwen2_5_vl_7b", "parallel=ddp"))
     check_fits(composed("backbone=qwen2_5_vl_7b", "parallel=ddp", "cluster.gpu_mem_gb=300",  # explicit keys win
                         "rollout.vllm_gpu_memory_utilization=0.1"))
+    check_fits(composed("backbone=qwen2_5_vl_7b", "parallel=ddp", "cluster.require_fit=false"))
 
 
 @pytest.mark.parametrize("name", REAL)
