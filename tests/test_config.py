@@ -209,3 +209,19 @@ def test_precision_is_mixed_on_gpus_and_fp32_on_cpus():
 def test_the_rgr_cue_is_one_key():
     assert compose_cfg("rgr.cue=paper").rgr.cue_string != compose_cfg().rgr.cue_string
     assert not (ROOT / "conf" / "rgr_cue").exists() and not (ROOT / "conf" / "method").exists()
+
+
+def test_grpo_args_carry_the_recipe_into_trl(tmp_path):
+    """TRL accepts the derived geometry and gets the recipe's optimizer and sampling settings (1 CPU process)."""
+    from care.trainer.build import grpo_args
+
+    args = grpo_args(compose_cfg("backbone=qwen2_5_vl_7b", "rollout=hf"), tmp_path)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.steps_per_generation) == (4, 256, 1024)
+    assert args.generation_batch_size == 512 * 8 and args.num_generations == 8
+    assert (args.learning_rate, args.weight_decay, args.max_grad_norm, args.lr_scheduler_type) == (1e-6, 1e-2, 1.0, "constant")
+    assert (args.temperature, args.top_p, args.max_completion_length, args.max_steps) == (1.0, 1.0, 2048, 384)
+    assert (args.beta, args.epsilon, args.epsilon_high) == (0.01, 0.2, 0.3)
+    assert args.model_init_kwargs["dtype"] == "float32"
+    tiny = grpo_args(compose_cfg(), tmp_path)  # today's CPU layout: one update per rollout batch
+    assert (tiny.per_device_train_batch_size, tiny.gradient_accumulation_steps, tiny.steps_per_generation) == (64, 1, 1)
+    assert (tiny.weight_decay, tiny.learning_rate, tiny.bf16) == (0.0, 3e-4, False)
