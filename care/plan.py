@@ -57,7 +57,10 @@ def vision_params(depth: int, hidden: int, intermediate: int, out_hidden: int, p
     """Parameters of a Qwen-VL vision tower and its 2x2 patch merger(s), biases and norms included.
     Qwen2.5-VL: gated MLP, RMSNorm. Qwen3-VL: plain MLP, LayerNorm, learned positions (64 in the
     tiny build), one extra DeepStack merger per tapped layer (one in the tiny build)."""
-    mlp = 2 * hidden * intermediate + intermediate + hidden if qwen3 else 3 * hidden * intermediate + 2 * intermediate + hidden
+    if qwen3:  # fc1, fc2 with biases
+        mlp = 2 * hidden * intermediate + intermediate + hidden
+    else:  # gate, up, down with biases
+        mlp = 3 * hidden * intermediate + 2 * intermediate + hidden
     norms = 4 * hidden if qwen3 else 2 * hidden
     block = 4 * hidden * hidden + 4 * hidden + mlp + norms
     merged = 4 * hidden
