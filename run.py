@@ -2,7 +2,9 @@
 
 This is the only module that imports Hydra. `python run.py` trains the default job;
 `python run.py -m ...` runs sweeps. Bad keys or values fail here, before any work starts.
-The last line printed is `run_dir: <path>`.
+The last line printed is `run_dir: <path>`. `python run.py task=plan [sweep=...] [...]` composes
+every job and prints its plan (care.plan) from this one process, launching nothing; its last
+line is one JSON object `{"jobs": [...]}`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path as hydra_absolute_path
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from care.config import Config
 
@@ -49,12 +51,51 @@ def to_config(dcfg: DictConfig) -> Config:
     return cfg
 
 
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+def plan(argv: list[str]) -> None:
+    """task=plan: expand the command line (and a sweep file's params) into jobs as Hydra's basic
+    sweeper would, compose and validate each, print its plan. No launcher, weights or GPU."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from care.plan import launcher_gpus, plan_job, print_plan
+
+    overrides = [arg for arg in argv if arg not in ("-m", "--multirun")]
+    parser = OverridesParser.create()
+    fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
+    planned, job = [], fixed
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            sweeper = compose(config_name="config", overrides=fixed, return_hydra_config=True).hydra.sweeper
+            params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+            (jobs,) = BasicSweeper.split_arguments(parser.parse_overrides(params + overrides), max_batch_size=None)
+            for job in map(list, jobs):
+                composed = compose(config_name="config", overrides=job, return_hydra_config=True)
+                gpus = launcher_gpus(composed.hydra.launcher, composed.backbone.name)
+                with open_dict(composed):
+                    del composed["hydra"]
+                planned.append(plan_job(to_config(composed), gpus, job))
+    except (HydraException, ValueError) as err:  # a misspelt key, a bad value, a batch that does not divide
+        print(f"config error: job #{len(planned)} ({' '.join(job)}): {err}", file=sys.stderr)
+        sys.exit(2)
+    print_plan(planned)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
     from care.pipeline import preflight, train
 
     try:
         cfg = to_config(dcfg)
+        if cfg.task == "plan":  # reached through a launcher (run.py's own entry plans before Hydra starts)
+            from care.plan import plan_job, print_plan
+
+            print_plan([plan_job(cfg)])
+            return
         preflight(cfg)
     except (ValueError, FileNotFoundError) as err:  # bad values, unreachable weights or datasets
         print(f"config error: {err}", file=sys.stderr)
@@ -68,4 +109,7 @@ def main(dcfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if "task=plan" in sys.argv[1:]:
+        plan(sys.argv[1:])
+    else:
+        main()

@@ -15,7 +15,7 @@ FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 DTYPES = ("float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 DATASETS = ("synthetic",)
-TASKS = ("train", "eval")
+TASKS = ("train", "eval", "plan")  # plan: print each job's shape and cost (care.plan), run nothing
 BENCHMARKS = ("synthetic", "mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 REFLECTION_TRACES = ("mislocate", "reconcile", "rederive")  # cold-start reflection traces (care.data.synthetic.demonstration)
@@ -61,8 +61,33 @@ class TinyArch:
 
 
 @dataclass
+class ArchSize:
+    """A real backbone's sizes, copied from its hub config.json: task=plan's memory estimate reads
+    them (no weights needed). `vision_params` is part of `num_params`."""
+
+    num_params: int
+    vision_params: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    vocab_size: int
+
+    def __post_init__(self) -> None:
+        for key in ("num_params", "vision_params", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
+                    "intermediate_size", "vocab_size"):
+            check_range(f"backbone.arch.{key}", getattr(self, key), 1)
+
+
+@dataclass
 class BackboneConfig:
-    """A vision-language policy: a hub id or local weights, or a tiny offline build (`tiny` set)."""
+    """A vision-language policy: a hub id or local weights, or a tiny offline build (`tiny` set).
+
+    `dtype` is the dtype the weights are loaded and trained in (the optimizer's master copy);
+    the compute dtype is `rl.compute_dtype`. Real backbones train float32 weights under bf16
+    compute: an AdamW update of lr 1e-6 vanishes in bf16 weights.
+    """
 
     name: str = "tiny_qwen2_5_vl"
     family: str = "qwen2_5_vl"
@@ -70,9 +95,10 @@ class BackboneConfig:
     path: str | None = None  # local weights; wins over hub_id
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
-    min_pixels: int = 84 * 84
+    min_pixels: int = 84 * 84  # the tiny default: a 3x3 board of 28 px cells, one merged vision token each
     max_pixels: int = 84 * 84
     tiny: TinyArch | None = field(default_factory=TinyArch)
+    arch: ArchSize | None = None  # real backbones: sizes for task=plan (conf/backbone/<name>.yaml)
 
     def __post_init__(self) -> None:
         check_choice("backbone.family", self.family, FAMILIES)
@@ -159,13 +185,26 @@ class ColdStartConfig:
 
 @dataclass
 class RLConfig:
-    """Group-relative RL settings shared by every algorithm (TRL GRPOConfig underneath)."""
+    """Group-relative RL settings shared by every algorithm (TRL GRPOConfig underneath).
 
-    steps: int = 60
+    These defaults are the tiny backbones' CPU settings; real backbones get the paper recipe
+    from conf/recipe/paper.yaml (the only place it is written). A step is one optimizer update:
+    each rollout batch of `prompts_per_step` prompts x G feeds `prompts_per_step /
+    prompts_per_update` updates (`batch_geometry` derives TRL's batch keys from them).
+    """
+
+    steps: int = 60  # optimizer updates in the whole run
     num_generations: int = 8  # G: rollouts per prompt
-    prompts_per_step: int = 8
-    learning_rate: float = 3e-4
+    prompts_per_step: int = 8  # prompts per rollout batch (one generation round)
+    prompts_per_update: int | None = None  # prompts per optimizer update; None: = prompts_per_step
+    micro_batch_size: int | None = None  # sequences per process per forward/backward; None: the whole update
+    learning_rate: float = 3e-4  # AdamW, constant schedule
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    compute_dtype: str = "float32"  # autocast dtype on GPUs (mixed precision); CPUs compute in float32
     temperature: float = 1.0
+    top_p: float = 1.0
+    max_prompt_length: int | None = None  # tokens; longer prompts are filtered out by the data side
     max_completion_length: int = 64
     format_weight: float = 0.0
     logging_steps: int = 1
@@ -175,11 +214,68 @@ class RLConfig:
         check_range("rl.steps", self.steps, 1)
         check_range("rl.num_generations", self.num_generations, 2)
         check_range("rl.prompts_per_step", self.prompts_per_step, 1)
+        if self.prompts_per_update is not None:
+            check_range("rl.prompts_per_update", self.prompts_per_update, 1)
+        if self.micro_batch_size is not None:
+            check_range("rl.micro_batch_size", self.micro_batch_size, 1)
         check_range("rl.learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_range("rl.weight_decay", self.weight_decay, 0.0)
+        check_range("rl.max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
+        check_choice("rl.compute_dtype", self.compute_dtype, DTYPES)
         check_range("rl.temperature", self.temperature, 0.0, low_open=True)
+        check_range("rl.top_p", self.top_p, 0.0, 1.0, low_open=True)
+        if self.max_prompt_length is not None:
+            check_range("rl.max_prompt_length", self.max_prompt_length, 1)
         check_range("rl.max_completion_length", self.max_completion_length, 1)
         check_range("rl.format_weight", self.format_weight, 0.0)
         check_range("rl.save_steps", self.save_steps, 1)
+
+
+@dataclass(frozen=True)
+class BatchGeometry:
+    """TRL's batch keys for one rollout batch of `rollout_prompts` x G split into updates."""
+
+    rollout_prompts: int
+    update_prompts: int
+    micro_batch_size: int  # TRL per_device_train_batch_size (sequences)
+    gradient_accumulation_steps: int
+    steps_per_generation: int  # micro-steps fed by one generation round
+    generation_batch_size: int  # sequences per rollout batch, all processes together
+
+    @property
+    def updates_per_rollout(self) -> int:
+        return self.rollout_prompts // self.update_prompts
+
+
+def batch_geometry(rl: RLConfig, num_processes: int, processes_key: str = "cluster.gpus") -> BatchGeometry:
+    """Derive micro-steps and accumulation so every process count gives the same rollout batch and update.
+
+    Rollouts are counted over all processes (groups may span ranks): an update of P prompts is
+    P x G sequences = micro_batch_size x num_processes x gradient_accumulation_steps.
+    """
+    G = rl.num_generations
+    update_prompts = rl.prompts_per_update or rl.prompts_per_step
+    if rl.prompts_per_step % update_prompts:
+        raise ValueError(f"rl.prompts_per_step={rl.prompts_per_step} is not a multiple of "
+                         f"rl.prompts_per_update={update_prompts}: a rollout batch must split into whole updates")
+    update_sequences = update_prompts * G
+    if rl.micro_batch_size is None:
+        if update_sequences % num_processes:
+            raise ValueError(f"rl.prompts_per_update={update_prompts} x rl.num_generations={G} = {update_sequences} "
+                             f"rollouts do not split evenly over {processes_key}={num_processes} processes")
+        micro = update_sequences // num_processes
+    else:
+        micro = rl.micro_batch_size
+    per_micro_step = micro * num_processes
+    if update_sequences % per_micro_step:
+        raise ValueError(f"rl.prompts_per_update={update_prompts} x rl.num_generations={G} = {update_sequences} "
+                         f"sequences per update do not divide into rl.micro_batch_size={micro} x "
+                         f"{processes_key}={num_processes} = {per_micro_step} per micro-step")
+    accumulation = update_sequences // per_micro_step
+    return BatchGeometry(rollout_prompts=rl.prompts_per_step, update_prompts=update_prompts, micro_batch_size=micro,
+                         gradient_accumulation_steps=accumulation,
+                         steps_per_generation=accumulation * (rl.prompts_per_step // update_prompts),
+                         generation_batch_size=rl.prompts_per_step * G)
 
 
 ROLLOUT_ENGINES = ("hf", "vllm")
@@ -196,6 +292,7 @@ class RolloutConfig:
     vllm_tensor_parallel_size: int = 1
     vllm_server_base_url: str | None = None  # server mode, e.g. http://127.0.0.1:8000
     vllm_importance_sampling_correction: bool = True
+    vllm_enable_sleep_mode: bool = False  # colocate: free vLLM's memory while the policy trains
 
     def __post_init__(self) -> None:
         check_choice("rollout.engine", self.engine, ROLLOUT_ENGINES)
@@ -210,7 +307,9 @@ TOKEN_LEVEL_LOSSES = ("dapo", "bnpo")
 
 @dataclass
 class AlgorithmConfig:
-    """What turns rewards into a loss. Presets live in conf/algorithm/<name>.yaml."""
+    """What turns rewards into a loss. These defaults are CARE's (the reference config's clip
+    0.2/0.3 and k3 KL 0.01) and GRPO's alike; conf/algorithm/<method>.yaml writes only what a
+    method changes (DAPO, GSPO, TRL's own defaults as grpo_trl)."""
 
     name: str = "care"
     loss_type: str = "dapo"  # token-level mean: masked rollouts leave the normaliser
@@ -258,6 +357,38 @@ def _care_options():
 CareOptions = _care_options()
 
 
+PARALLEL_STRATEGIES = ("ddp", "fsdp", "zero3")
+
+
+@dataclass
+class ParallelConfig:
+    """How a multi-GPU job lays the policy out (conf/parallel). task=plan reads it; the trainer
+    does not apply fsdp/zero3 yet (docs/plan.md)."""
+
+    strategy: str = "ddp"
+    offload_params: bool = False  # parameters live on the CPU between uses (fsdp/zero3)
+    offload_optimizer: bool = False  # optimizer state lives on the CPU (fsdp/zero3)
+
+    def __post_init__(self) -> None:
+        check_choice("parallel.strategy", self.strategy, PARALLEL_STRATEGIES)
+        if self.strategy == "ddp" and (self.offload_params or self.offload_optimizer):
+            raise ValueError("parallel.offload_params/offload_optimizer need parallel=fsdp or parallel=zero3")
+
+
+@dataclass
+class ClusterConfig:
+    """The hardware a job is planned for: GPUs of a local launch (under cluster=slurm the
+    launcher's per-backbone GPU count wins) and each GPU's memory, for task=plan's fit check."""
+
+    gpus: int = 1
+    gpu_mem_gb: float = 80.0
+    require_fit: bool = True  # false: queue a job even where task=plan says it does not fit
+
+    def __post_init__(self) -> None:
+        check_range("cluster.gpus", self.gpus, 1)
+        check_range("cluster.gpu_mem_gb", self.gpu_mem_gb, 0.0, low_open=True)
+
+
 RGR_VARIANTS = ("cue", "no_cue", "random")
 RGR_TRAIN_CONTEXTS = ("prompt_only", "with_prefix")
 
@@ -270,7 +401,8 @@ class RGRConfig:
     prefix without it; `random` draws a fresh sample from the prompt (the paper's ablation).
     train_context: `prompt_only` trains the repaired continuation under the original prompt
     (reference code); `with_prefix` trains it after the repair context, whose tokens stay out of
-    the loss. The cue comes from `cue` (conf/rgr_cue: structured | paper | custom + cue_text).
+    the loss. The cue is `cue`: structured (the reference code's) | paper (the paper's wording) |
+    custom (with `cue_text`), e.g. `rgr.cue=paper`.
     """
 
     enabled: bool = True
@@ -290,7 +422,7 @@ class RGRConfig:
         check_choice("rgr.train_context", self.train_context, RGR_TRAIN_CONTEXTS)
         check_choice("rgr.cue", self.cue, CUE_CHOICES)
         if self.cue_text is not None and self.cue != "custom":
-            raise ValueError(f"rgr.cue_text is set but rgr.cue={self.cue!r}; choose rgr_cue=custom to use your own text")
+            raise ValueError(f"rgr.cue_text is set but rgr.cue={self.cue!r}; choose rgr.cue=custom to use your own text")
         cue_text(self.cue, self.cue_text)
         check_range("rgr.max_cue_tokens", self.max_cue_tokens, 1)
         check_range("rgr.temperature", self.temperature, 0.0, low_open=True)
@@ -393,6 +525,8 @@ class Config:
     rgr: RGRConfig = field(default_factory=RGRConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
         check_choice("task", self.task, TASKS)
@@ -400,3 +534,8 @@ class Config:
             raise ValueError("eval.engine='vllm' applies to task=eval; a training run's before/after check scores "
                              "the policy in memory with HF generate (eval.engine=hf)")
         check_range("threads", self.threads, 1)
+        batch_geometry(self.rl, self.cluster.gpus)  # a batch that does not divide fails at composition
+        if self.task != "eval" and self.backbone.tiny is None and self.backbone.dtype != "float32":
+            raise ValueError(f"backbone.dtype={self.backbone.dtype!r} would train {self.backbone.name}'s weights in "
+                             "that dtype under AdamW (a 1e-6 update vanishes in bf16); accepted: backbone.dtype="
+                             "float32 with rl.compute_dtype=bfloat16 (mixed precision)")

@@ -53,7 +53,7 @@ def test_cue_templates_and_custom_text():
     ({"variant": "maybe"}, "rgr.variant='maybe' is not accepted; choose one of cue, no_cue, random"),
     ({"train_context": "both"}, "rgr.train_context='both'"),
     ({"cue": "custom"}, "needs rgr.cue_text"),
-    ({"cue_text": "x"}, "rgr_cue=custom"),
+    ({"cue_text": "x"}, "rgr.cue=custom"),
     ({"max_cue_tokens": 0}, "rgr.max_cue_tokens=0"),
     ({"top_p": 1.5}, "rgr.top_p=1.5"),
 ])

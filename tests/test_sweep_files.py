@@ -200,8 +200,10 @@ BAD_OVERRIDES = [
     (["rgr.variant=bogus"], ["rgr.variant", "cue, no_cue, random"]),
     (["algorithm=bogus"], ["algorithm/bogus", "care", "dapo", "grpo", "gspo"]),
     (["sweep=bogus"], ["sweep/bogus", "main", "components", "negatives", "k_eq", "token_credit"]),
-    (["backbone=qwen2_5_vl_7b", "backbone.path=/does/not/exist"], ["backbone.path", "/does/not/exist",
-                                                                    "directory of saved weights"]),
+    # rollout=hf: the paper recipe's vLLM would fail first here (no vllm on CPU), naming rollout.engine
+    (["backbone=qwen2_5_vl_7b", "rollout=hf", "backbone.path=/does/not/exist"],
+     ["backbone.path", "/does/not/exist", "directory of saved weights"]),
+    (["backbone=qwen2_5_vl_7b", "cluster.gpus=3"], ["rl.micro_batch_size=4", "cluster.gpus=3"]),
 ]
 
 
@@ -269,9 +271,10 @@ def test_table_reads_the_sweep_runs(tmp_path, name, scale):
 
 
 def test_a_non_care_run_is_labelled_by_its_algorithm_whatever_rgr_it_composed():
-    """`python run.py algorithm=grpo` keeps the default rgr group (rgr.enabled true in run.json);
-    RGR only runs for CARE, so the tables must still call it GRPO, not 'GRPO + RGR'."""
-    cfg = to_config(compose_config(["algorithm=grpo"]))
+    """`python run.py algorithm=grpo rgr.enabled=true` records rgr.enabled true in run.json (the
+    preset switches RGR off, a key on the command line wins); RGR only runs for CARE, so the
+    tables must still call it GRPO, not 'GRPO + RGR'."""
+    cfg = to_config(compose_config(["algorithm=grpo", "rgr.enabled=true"]))
     assert cfg.rgr.enabled and method_label(cfg.algorithm.name, cfg.rgr.enabled) == "GRPO"
 
 

@@ -14,8 +14,8 @@ PRESETS = Path(__file__).resolve().parents[1] / "conf" / "algorithm"
 
 
 def algorithm_preset(name: str) -> AlgorithmConfig:
-    """The shipped conf/algorithm/<name>.yaml, so tests exercise what users run."""
-    return AlgorithmConfig(**yaml.safe_load((PRESETS / f"{name}.yaml").read_text()))
+    """The shipped conf/algorithm/<name>.yaml over AlgorithmConfig's defaults, so tests exercise what users run."""
+    return AlgorithmConfig(**yaml.safe_load((PRESETS / f"{name}.yaml").read_text())["algorithm"])
 
 
 def tiny_config(cache_dir: Path, algorithm: str = "care", rgr: RGRConfig | None = None, **rl) -> Config:

@@ -71,7 +71,7 @@ def run_eval(cfg: Config, files: RunFiles) -> dict:
         source = cfg.checkpoint or resolve_backbone(cfg.backbone, cache_dir)
         processor = load_processor(source, cfg.backbone.family)
         max_images = max((len(r.images) for records in benchmarks.values() for r in records), default=1)
-        model = VllmEngine(source, dtype=cfg.backbone.dtype, max_images=max(1, max_images),
+        model = VllmEngine(source, dtype=cfg.rl.compute_dtype, max_images=max(1, max_images),
                            gpu_memory_utilization=cfg.eval.vllm_gpu_memory_utilization,
                            tensor_parallel_size=cfg.eval.vllm_tensor_parallel_size)
     else:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from care.config import Config
+from care.config import Config, batch_geometry
 from care.distributed import world_size
 from care.tracking import RunFiles, WandbMirror
 
@@ -31,13 +31,12 @@ class MetricsCallback(TrainerCallback):
         self.mirror.log(state.global_step, metrics)
 
 
-def rollouts_per_process(cfg: Config, num_processes: int) -> int:
-    """`rl.prompts_per_step` counts prompts across all processes; groups may span ranks."""
-    total = cfg.rl.prompts_per_step * cfg.rl.num_generations
-    if total % num_processes:
-        raise ValueError(f"rl.prompts_per_step={cfg.rl.prompts_per_step} x rl.num_generations={cfg.rl.num_generations}"
-                         f" = {total} rollouts do not split evenly over {num_processes} processes")
-    return total // num_processes
+def batch_args(cfg: Config, num_processes: int) -> dict:
+    """TRL's batch keys from the rollout batch, the update and the micro-batch (care.config.batch_geometry)."""
+    geometry = batch_geometry(cfg.rl, num_processes, processes_key="processes (world size)")
+    return {"per_device_train_batch_size": geometry.micro_batch_size,
+            "gradient_accumulation_steps": geometry.gradient_accumulation_steps,
+            "steps_per_generation": geometry.steps_per_generation}
 
 
 def rollout_args(cfg: Config) -> dict:
@@ -49,18 +48,24 @@ def rollout_args(cfg: Config) -> dict:
             "vllm_importance_sampling_correction": rollout.vllm_importance_sampling_correction}
     if rollout.vllm_mode == "colocate":
         args.update(vllm_gpu_memory_utilization=rollout.vllm_gpu_memory_utilization,
-                    vllm_tensor_parallel_size=rollout.vllm_tensor_parallel_size)
+                    vllm_tensor_parallel_size=rollout.vllm_tensor_parallel_size,
+                    vllm_enable_sleep_mode=rollout.vllm_enable_sleep_mode)
     elif rollout.vllm_server_base_url:
         args["vllm_server_base_url"] = rollout.vllm_server_base_url
     return args
 
 
+def precision_args(cfg: Config, on_gpu: bool) -> dict:
+    """Weights (and AdamW's state) in backbone.dtype; on GPUs, autocast to rl.compute_dtype (mixed
+    precision: float32 weights + bfloat16 compute at paper scale). CPUs compute in the weights' dtype."""
+    compute = cfg.rl.compute_dtype if on_gpu else cfg.backbone.dtype
+    return {"use_cpu": not on_gpu, "bf16": on_gpu and compute == "bfloat16", "fp16": on_gpu and compute == "float16"}
+
+
 def device_args(cfg: Config) -> dict:
     import torch
 
-    on_gpu = torch.cuda.is_available()
-    return {"use_cpu": not on_gpu, "bf16": on_gpu and cfg.backbone.dtype == "bfloat16",
-            "fp16": on_gpu and cfg.backbone.dtype == "float16"}
+    return precision_args(cfg, on_gpu=torch.cuda.is_available())
 
 
 def grpo_args(cfg: Config, output_dir: Path):
@@ -69,8 +74,8 @@ def grpo_args(cfg: Config, output_dir: Path):
     rl, algo = cfg.rl, cfg.algorithm
     return GRPOConfig(
         output_dir=str(output_dir), max_steps=rl.steps, learning_rate=rl.learning_rate, lr_scheduler_type="constant",
-        per_device_train_batch_size=rollouts_per_process(cfg, world_size()),
-        gradient_accumulation_steps=1, num_generations=rl.num_generations, temperature=rl.temperature,
+        weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm, **batch_args(cfg, world_size()),
+        num_generations=rl.num_generations, temperature=rl.temperature, top_p=rl.top_p,
         max_completion_length=rl.max_completion_length, beta=algo.beta, epsilon=algo.epsilon,
         epsilon_high=algo.epsilon_high, loss_type=algo.loss_type, scale_rewards=algo.scale_rewards,
         importance_sampling_level=algo.importance_sampling_level,
