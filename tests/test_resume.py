@@ -45,7 +45,7 @@ def test_killed_run_resumes_with_no_step_lost_or_doubled(tmp_path, cache_dir):
     logged_before_kill = [row["global_step"] for row in metrics(job)]
     assert logged_before_kill and max(logged_before_kill) < STEPS
     with open(job / "metrics.jsonl", "a") as f:  # what a kill in the middle of a write leaves
-        f.write('{"global_step": %d, "train/rew' % (max(logged_before_kill) + 1))
+        f.write(f'{{"global_step": {max(logged_before_kill) + 1}, "train/rew')
 
     resumed = subprocess.run(command(job, cache_dir), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -75,3 +75,24 @@ def test_per_backbone_resources_must_name_a_backbone(tmp_path):
     assert result.returncode == 2
     assert "qwen25_vl_7b" in result.stderr and "qwen2_5_vl_7b" in result.stderr, result.stderr[-2000:]
     assert not (sweep / ".submitit").exists() and not (sweep / "0").exists()
+
+
+def test_a_slurm_sweep_whose_plan_does_not_fit_is_refused_before_submission(tmp_path):
+    """Plain DDP of a 7B policy cannot fit an 80 GB GPU: refused with the plan's numbers, no weights
+    or SLURM needed to say so, nothing queued; cluster.require_fit=false lets it through to the next check."""
+    sweep = tmp_path / "sweep"
+    common = ["cluster=slurm", "backbone=qwen2_5_vl_7b", f"hydra.sweep.dir={sweep}",
+              f"cache_dir={tmp_path / 'cache'}"]
+    refused = subprocess.run([sys.executable, "run.py", "-m", "parallel=ddp,fsdp", *common], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "sweep job #0" in refused.stderr and "parallel=ddp" in refused.stderr
+    assert "cluster.gpu_mem_gb=80" in refused.stderr and "nothing was queued" in refused.stderr
+    assert not (sweep / ".submitit").exists() and not (sweep / ".code").exists()
+    overridden = subprocess.run([sys.executable, "run.py", "-m", "parallel=ddp", "cluster.require_fit=false",
+                                 *common], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    # past the fit check, the next one (no vLLM, no weights on this machine) stops it, still before queueing
+    assert overridden.returncode == 2 and "cluster.gpu_mem_gb" not in overridden.stderr
+    assert "rollout.engine" in overridden.stderr or "backbone.path" in overridden.stderr, overridden.stderr[-2000:]

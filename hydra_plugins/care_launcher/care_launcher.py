@@ -106,6 +106,7 @@ class JobChecks:
             try:
                 job = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), job))
                 # what preflight looks at; a 60-job sweep over 3 backbones checks 3 backbones
+                self.check_resources(job)
                 key = repr((job.task, job.backbone, job.checkpoint, job.rollout, job.eval, job.cold_start, job.data))
                 if key not in preflighted:
                     preflight(job)
@@ -115,6 +116,10 @@ class JobChecks:
                                    f"({' '.join(filter_overrides(list(overrides)))}): {err}") from err
             configs.append(config)
         return configs
+
+
+    def check_resources(self, job) -> None:
+        """Refuse a job that cannot fit the GPUs it would get; only a launcher that gives GPUs knows."""
 
 
 class CareBasicLauncher(JobChecks, BasicLauncher):
@@ -270,7 +275,14 @@ class CodeSnapshot:
 
 
 class CareSlurmLauncher(CareLaunching, SlurmLauncher):
-    pass
+    def check_resources(self, job) -> None:
+        """The plan's memory estimate (care.plan) against cluster.gpu_mem_gb, before anything is queued:
+        nobody should learn from an OOM after a day in the queue (cluster.require_fit=false overrides)."""
+        from care.plan import check_fits, launcher_gpus
+
+        gpus = launcher_gpus({**self.params, "per_backbone": self.per_backbone}, job.backbone.name)
+        if gpus:
+            check_fits(job, gpus)
 
 
 class CareLocalLauncher(CareLaunching, LocalLauncher):
