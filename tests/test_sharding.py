@@ -18,8 +18,15 @@ import torch
 import torch.multiprocessing as mp
 
 from care.config import BackboneConfig
-from care.sharding import (WRAP_CLASSES, NotSharded, ShardingCheck, check_sharded, parameter_counts, sharding_args,
-                           wrap_classes)
+from care.sharding import (
+    WRAP_CLASSES,
+    NotSharded,
+    ShardingCheck,
+    check_sharded,
+    parameter_counts,
+    sharding_args,
+    wrap_classes,
+)
 
 ROWS, COMPLETION, STEPS = 4, 6, 3
 ADVANTAGES = torch.tensor([1.0, -1.0, 0.5, -0.25])
