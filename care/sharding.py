@@ -60,10 +60,12 @@ def sharding_args(strategy: str, activation_checkpointing: bool, cpu_offload: bo
         return dict(checkpointing) if activation_checkpointing else {}
     if strategy == "fsdp":
         # FSDP's own activation checkpointing, not `gradient_checkpointing` (which adds an all-gather per layer)
-        return {"fsdp": "full_shard auto_wrap" + (" offload" if cpu_offload else ""),
-                "fsdp_config": {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        # full shard = FSDP2 resharding after forward; the string form ("full_shard auto_wrap") is deprecated
+        return {"fsdp": True,
+                "fsdp_config": {"version": 2, "reshard_after_forward": True, "cpu_offload": cpu_offload,
+                                "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
                                 "transformer_layer_cls_to_wrap": list(layer_classes),
-                                "reshard_after_forward": True, "activation_checkpointing": activation_checkpointing,
+                                "activation_checkpointing": activation_checkpointing,
                                 "cpu_ram_efficient_loading": True, "state_dict_type": "SHARDED_STATE_DICT"}}
     return {"deepspeed": zero3_config(cpu_offload), **(checkpointing if activation_checkpointing else {})}
 

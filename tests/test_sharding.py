@@ -170,10 +170,17 @@ def test_wrap_classes_are_the_models_own_blocks():
         assert set(WRAP_CLASSES[family]) == set(cls._no_split_modules)
 
 
-def test_settings_per_strategy_and_bad_input():
+def test_settings_per_strategy_and_bad_input(tmp_path):
+    from transformers import TrainingArguments
+
     fsdp = sharding_args("fsdp", True, True, wrap_classes("qwen3_vl"))
-    assert fsdp["fsdp"] == "full_shard auto_wrap offload" and "gradient_checkpointing" not in fsdp
-    assert fsdp["fsdp_config"]["transformer_layer_cls_to_wrap"] == ["Qwen3VLTextDecoderLayer", "Qwen3VLVisionBlock"]
+    assert "gradient_checkpointing" not in fsdp  # FSDP checkpoints activations itself
+    # what transformers hands accelerate's FSDP plugin from these keywords (parsed even on CPU)
+    plugin = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], **fsdp).fsdp_plugin_args
+    assert plugin == {"fsdp_version": 2, "cpu_offload": True, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                      "transformer_cls_names_to_wrap": "Qwen3VLTextDecoderLayer,Qwen3VLVisionBlock",
+                      "cpu_ram_efficient_loading": True, "state_dict_type": "SHARDED_STATE_DICT",
+                      "activation_checkpointing": True, "reshard_after_forward": True}
     zero3 = sharding_args("zero3", True, False, ())
     assert zero3["deepspeed"]["zero_optimization"]["stage"] == 3 and zero3["gradient_checkpointing"]
     assert "offload_param" not in zero3["deepspeed"]["zero_optimization"]
