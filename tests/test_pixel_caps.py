@@ -73,6 +73,8 @@ def test_caps_reach_training_eval_and_rollout_processors(cache_dir, hub_like_dir
     large, small = _processor_tokens(processor, LARGE), _processor_tokens(processor, SMALL)
     assert MIN_PIXELS <= large * MERGED_PATCH <= MAX_PIXELS and large > 32
     assert MIN_PIXELS <= small * MERGED_PATCH <= MAX_PIXELS
+    processor.save_pretrained(tmp_path / "saved")  # a cold-start checkpoint saves it so: the caps travel with it
+    assert _processor_tokens(load_processor(str(tmp_path / "saved"), "qwen2_5_vl"), LARGE) == large
 
     # HF rollouts: TRL tokenises the prompt with the trainer's processing_class
     stand_in = SimpleNamespace(_is_vlm=True, environment_factories=None, processing_class=processor, tools=None,

@@ -73,8 +73,10 @@ def apply_pixel_caps(processor, min_pixels: int, max_pixels: int):
     if not 1 <= min_pixels <= max_pixels:
         raise ValueError(f"pixel caps need 1 <= min_pixels <= max_pixels, got min_pixels={min_pixels}, "
                          f"max_pixels={max_pixels}")
+    from transformers.image_utils import SizeDict
+
     image_processor = processor.image_processor
-    image_processor.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+    image_processor.size = SizeDict(shortest_edge=min_pixels, longest_edge=max_pixels)
     for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
         if hasattr(image_processor, name):  # older processors keep both spellings
             setattr(image_processor, name, value)
