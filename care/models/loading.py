@@ -46,17 +46,51 @@ def resolve_backbone(cfg: BackboneConfig, cache_dir: str | Path) -> str:
             f"Set backbone.path=/dir/with/weights (or download {cfg.hub_id} into the HF cache)") from err
 
 
-def load_processor(source: str, family: str):
-    """AutoProcessor where torchvision exists; otherwise the image-only Qwen processor."""
+def apply_pixel_caps(processor, min_pixels: int, max_pixels: int):
+    """Set the image processor's pixel range (Qwen-VL: `size.shortest_edge/longest_edge` count pixels).
+
+    A hub processor ships its own range (Qwen2.5-VL: 3,136 to 12.8M pixels); the backbone's
+    caps must win so training, HF rollouts and evaluation see the same number of image tokens.
+    """
+    if not 1 <= min_pixels <= max_pixels:
+        raise ValueError(f"pixel caps need 1 <= min_pixels <= max_pixels, got min_pixels={min_pixels}, "
+                         f"max_pixels={max_pixels}")
+    from transformers.image_utils import SizeDict
+
+    image_processor = processor.image_processor
+    image_processor.size = SizeDict(shortest_edge=min_pixels, longest_edge=max_pixels)
+    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if hasattr(image_processor, name):  # older processors keep both spellings
+            setattr(image_processor, name, value)
+    return processor
+
+
+def vllm_mm_processor_kwargs(min_pixels: int, max_pixels: int) -> dict:
+    """The same caps for vLLM (`LLM(mm_processor_kwargs=...)`, `vllm serve --mm-processor-kwargs`)."""
+    return {"min_pixels": min_pixels, "max_pixels": max_pixels}
+
+
+def load_processor(source: str, family: str, min_pixels: int | None = None, max_pixels: int | None = None):
+    """AutoProcessor where torchvision exists; otherwise the image-only Qwen processor.
+
+    With `min_pixels`/`max_pixels` (the backbone's caps) those replace whatever range the saved
+    processor carries.
+    """
+    processor = None
     if importlib.util.find_spec("torchvision") is not None:
         from transformers import AutoProcessor
         try:
-            return AutoProcessor.from_pretrained(source)
+            processor = AutoProcessor.from_pretrained(source)
         except (ValueError, OSError, TypeError):
             pass  # a tiny build names our image-only class, which AutoProcessor cannot resolve
-    from care.models.processors import IMAGE_ONLY_PROCESSORS
-    processor = IMAGE_ONLY_PROCESSORS[family].from_pretrained(source)
-    processor.tokenizer.padding_side = "left"
+    if processor is None:
+        from care.models.processors import IMAGE_ONLY_PROCESSORS
+        processor = IMAGE_ONLY_PROCESSORS[family].from_pretrained(source)
+        processor.tokenizer.padding_side = "left"
+    if min_pixels is not None or max_pixels is not None:
+        size = processor.image_processor.size
+        apply_pixel_caps(processor, size["shortest_edge"] if min_pixels is None else min_pixels,
+                         size["longest_edge"] if max_pixels is None else max_pixels)
     return processor
 
 
@@ -68,4 +102,4 @@ def load_backbone(cfg: BackboneConfig, cache_dir: str | Path, source: str | None
         source, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation)
     if torch.cuda.is_available():  # this process's GPU (one process per GPU)
         model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
-    return model, load_processor(source, cfg.family), source
+    return model, load_processor(source, cfg.family, cfg.min_pixels, cfg.max_pixels), source
