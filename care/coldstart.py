@@ -52,7 +52,8 @@ def cold_start_key(cfg: Config, backbone_source: str, data_digest: str | None = 
         data = (cfg.data.name, cfg.data.seed, cfg.data.grid, cfg.data.cell_px)
     else:
         data = data_digest
-    return config_hash("cold_start/v4", cs.name, cfg.backbone.name, backbone_source, data, settings, cfg.seed)
+    pixels = (cfg.backbone.min_pixels, cfg.backbone.max_pixels)  # the image tokens it trains on
+    return config_hash("cold_start/v5", cs.name, cfg.backbone.name, backbone_source, pixels, data, settings, cfg.seed)
 
 
 def demonstration_rows(records, num_demos: int, reflection_fraction: float, answer_slip: float,

@@ -287,7 +287,7 @@ class RolloutConfig:
     """How rollouts are generated: HF generate (CPU and GPU) or vLLM (GPU machines, `vllm` extra)."""
 
     engine: str = "hf"
-    vllm_mode: str = "colocate"  # colocate: vLLM shares the training GPUs; server: `trl vllm-serve` elsewhere
+    vllm_mode: str = "colocate"  # colocate: vLLM shares the training GPUs; server: upstream `vllm serve` elsewhere (docs/sharding.md)
     vllm_gpu_memory_utilization: float = 0.3
     vllm_tensor_parallel_size: int = 1
     vllm_server_base_url: str | None = None  # server mode, e.g. http://127.0.0.1:8000
@@ -362,12 +362,13 @@ PARALLEL_STRATEGIES = ("ddp", "fsdp", "zero3")
 
 @dataclass
 class ParallelConfig:
-    """How a multi-GPU job lays the policy out (conf/parallel). task=plan reads it; the trainer
-    does not apply fsdp/zero3 yet (docs/plan.md)."""
+    """How a multi-GPU job lays the policy out (conf/parallel): task=plan plans it, the trainer
+    applies it through TRL/accelerate (care.sharding) and checks after wrapping that it took."""
 
     strategy: str = "ddp"
     offload_params: bool = False  # parameters live on the CPU between uses (fsdp/zero3)
     offload_optimizer: bool = False  # optimizer state lives on the CPU (fsdp/zero3)
+    activation_checkpointing: bool = False  # recompute activations in backward (fsdp/zero3 presets: on)
 
     def __post_init__(self) -> None:
         check_choice("parallel.strategy", self.strategy, PARALLEL_STRATEGIES)

@@ -64,6 +64,18 @@ def test_the_reflection_loss_is_part_of_the_cold_start_cache_key():
     assert cold_start_key(after, "src") != cold_start_key(whole, "src")
 
 
+def test_the_pixel_caps_are_part_of_the_cold_start_cache_key():
+    """Other caps give other image tokens: a cold start trained at one cap is not another's."""
+    from dataclasses import replace
+
+    from care.coldstart import cold_start_key
+
+    cfg = Config()
+    wider = replace(cfg, backbone=replace(cfg.backbone, max_pixels=cfg.backbone.max_pixels * 4))
+    assert cold_start_key(cfg, "src") != cold_start_key(wider, "src")
+    assert cold_start_key(cfg, "src") == cold_start_key(replace(cfg), "src")
+
+
 # ------------------------------------------------------------------- the cold_start= group
 
 import json  # noqa: E402

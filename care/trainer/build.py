@@ -85,8 +85,17 @@ def grpo_args(cfg: Config, output_dir: Path):
         save_only_model=False, report_to=[], seed=cfg.seed, data_seed=cfg.seed,
         dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False, log_completions=False,
         model_init_kwargs={"dtype": cfg.backbone.dtype, "attn_implementation": cfg.backbone.attn_implementation},
-        **device_args(cfg), **rollout_args(cfg),
+        **device_args(cfg), **rollout_args(cfg), **parallel_args(cfg),
     )
+
+
+def parallel_args(cfg: Config) -> dict:
+    """parallel=ddp|fsdp|zero3 as TRL/accelerate's own FSDP2 / DeepSpeed settings (care.sharding)."""
+    from care.sharding import sharding_args, wrap_classes
+
+    p = cfg.parallel
+    return sharding_args(p.strategy, p.activation_checkpointing, p.offload_params or p.offload_optimizer,
+                         wrap_classes(cfg.backbone.family))
 
 
 def reward_functions(cfg: Config) -> list:
@@ -102,10 +111,15 @@ def build_trainer(cfg: Config, policy_dir: str, processor, train_dataset, output
                   reward_funcs: list | None = None):
     """`reward_funcs` replaces the verifier rewards (first = correctness) — for tests and custom tasks."""
     from care.objective import CareConfig
+    from care.sharding import ShardingCheck
     from care.trainer.care_trainer import CareGRPOTrainer
 
     reward_funcs = reward_funcs or reward_functions(cfg)
+    # the job itself checks, after wrapping, that the policy is sharded as asked (a silent DDP
+    # fallback is what transformers does with fsdp on CPU); the host that submitted cannot know
+    sharding_check = ShardingCheck(cfg.parallel.strategy, world_size(), cfg.parallel.activation_checkpointing)
     return CareGRPOTrainer(model=policy_dir, reward_funcs=reward_funcs, args=grpo_args(cfg, output_dir),
-                           train_dataset=train_dataset, processing_class=processor, callbacks=list(callbacks),
+                           train_dataset=train_dataset, processing_class=processor,
+                           callbacks=[*callbacks, sharding_check],
                            algorithm=cfg.algorithm.name, care_config=CareConfig(**asdict(cfg.care)), seed=cfg.seed,
                            rgr=cfg.rgr)
