@@ -96,3 +96,16 @@ def test_a_slurm_sweep_whose_plan_does_not_fit_is_refused_before_submission(tmp_
     # past the fit check, the next one (no vLLM, no weights on this machine) stops it, still before queueing
     assert overridden.returncode == 2 and "cluster.gpu_mem_gb" not in overridden.stderr
     assert "rollout.engine" in overridden.stderr or "backbone.path" in overridden.stderr, overridden.stderr[-2000:]
+
+
+def test_fsdp_that_falls_back_to_ddp_stops_the_job_naming_the_counts(tmp_path, cache_dir):
+    """transformers trains `fsdp` on CPU as plain DDP without a word: the job itself checks, after
+    wrapping, that each of its two ranks holds about half the parameters, and stops when not."""
+    sweep = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, "run.py", "-m", "scale=toy", "cluster=submitit_local",
+                             "hydra.launcher.tasks_per_node=2", "parallel=fsdp", f"cache_dir={cache_dir}",
+                             f"hydra.sweep.dir={sweep}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    failed = (sweep / "0" / "FAILED").read_text()
+    assert "NotSharded" in failed and "parallel=fsdp over 2 processes should leave about 1/2" in failed
+    assert "(100%)" in failed and not (sweep / "0" / "final.json").exists()
