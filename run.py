@@ -40,6 +40,8 @@ def to_config(dcfg: DictConfig) -> Config:
         cfg.backbone.path = to_absolute_path(cfg.backbone.path)
     if cfg.checkpoint:
         cfg.checkpoint = to_absolute_path(cfg.checkpoint)
+    if cfg.data.path:
+        cfg.data.path = to_absolute_path(cfg.data.path)
     for name, path in vars(cfg.eval.paths).items():
         if path:
             setattr(cfg.eval.paths, name, to_absolute_path(path))

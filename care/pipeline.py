@@ -45,8 +45,10 @@ def newest_checkpoint(directory: Path) -> str | None:
 
 
 def load_data(cfg: Config):
-    from care.data.synthetic import make_splits
-    return make_splits(cfg.data.seed, cfg.data.train_size, cfg.data.eval_size, cfg.data.grid, cfg.data.cell_px)
+    """(train, held-out) records of the `data` group, the same path for the toy and real data."""
+    from care.data.training import prepare
+    data = prepare(cfg)
+    return data.train, data.held_out
 
 
 def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = None) -> dict:
@@ -64,8 +66,13 @@ def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = Non
     if done is not None:  # a re-issued or requeued job that already finished: nothing to do
         log.info("%s already holds final.json; skipping", files.dir)
         return done
+    data = None
+    if cfg.task == "train":  # bad data fails here, before run.json or any model (preflight already tried)
+        from care.data.training import prepare
+        data = prepare(cfg).counts
     files.write_run_json(cfg, run_key=key, sweep=cfg.sweep, label=cfg.label, choices=choices or {},
-                         world_size=world_size(), code=code_provenance(), job=scheduler_job())
+                         world_size=world_size(), code=code_provenance(), job=scheduler_job(),
+                         **({"data": data} if data is not None else {}))
     mirror = WandbMirror(cfg, files.dir, run_id=key, choices=choices or {}, enabled=files.writer)
     try:
         if cfg.task == "eval":
@@ -88,23 +95,27 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
 
     from care.coldstart import run_cold_start
     from care.data.schema import to_prompt_row
-    from care.evaluation.harness import flat, score
+    from care.data.training import prepare
+    from care.evaluation.harness import before_after_benchmarks, flat, score
     from care.models import load_backbone, resolve_backbone
     from care.trainer import MetricsCallback, build_trainer
 
     started = time.time()
     seed_everything(cfg.seed, cfg.threads)
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
-    train_records, held_out = load_data(cfg)
+    data = prepare(cfg)
+    train_records = data.train
     policy_dir = resolve_backbone(cfg.backbone, cache_dir)
     if cfg.cold_start.enabled:
         policy_dir = str(run_cold_start(cfg, train_records, policy_dir, cache_dir))
     timings = {"cold_start_s": time.time() - started}
 
     model, processor, _ = load_backbone(cfg.backbone, cache_dir, source=policy_dir)
-    benchmarks = {"synthetic": held_out}
+    # eval.benchmarks plus the held-out training slice (named after data.name); the macro is over
+    # eval.benchmarks, or over the held-out slice when the check is the synthetic one alone
+    benchmarks, macro_of = before_after_benchmarks(cfg, data.held_out)
     # every rank evaluates (no rank idles at a barrier meanwhile); rank 0 writes the samples
-    before = score(model, processor, benchmarks, cfg.eval, files.eval_dir, tag="before-")
+    before = score(model, processor, benchmarks, cfg.eval, files.eval_dir, tag="before-", macro_of=macro_of)
     log.info("before RL: macro %.1f", before["macro"]["mean"])
     del model
 
@@ -126,12 +137,15 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
         processor.save_pretrained(files.dir / "policy")
         shutil.rmtree(checkpoints, ignore_errors=True)
 
-    after = score(trainer.model, processor, benchmarks, cfg.eval, files.eval_dir, tag="after-")
+    after = score(trainer.model, processor, benchmarks, cfg.eval, files.eval_dir, tag="after-", macro_of=macro_of)
     log.info("after RL: macro %.1f", after["macro"]["mean"])
     timings["total_s"] = time.time() - started
     final = {"before": flat(before), "after": flat(after), "global_step": trainer.state.global_step,
              "processes": trainer.accelerator.num_processes,
-             "timings": timings, "policy_source": policy_dir}
+             "timings": timings, "policy_source": policy_dir, "data": data.counts,
+             "reward": {"accuracy_weight": cfg.rl.accuracy_weight, "format_weight": cfg.rl.format_weight,
+                        "extraction": cfg.rl.extraction},
+             "eval_protocol": before["protocol"]}
     files.write_final(final)
     return final
 
@@ -189,4 +203,9 @@ def preflight(cfg: Config) -> None:
                          "point it at a saved policy, e.g. <run_dir>/policy")
     if cfg.task == "eval":
         from care.evaluation.harness import check_benchmarks_reachable
+        check_benchmarks_reachable(cfg)
+    else:  # load, dedupe, filter and split the training data now: bad data fails before any job starts
+        from care.data.training import prepare
+        from care.evaluation.harness import check_benchmarks_reachable
+        prepare(cfg)
         check_benchmarks_reachable(cfg)

@@ -54,9 +54,11 @@ class VerifierReward:
     """
 
     def __init__(
-        self, format_weight: float = 0.0, timeout_s: float = DEFAULT_TIMEOUT_S, name: str | None = None
+        self, format_weight: float = 0.0, timeout_s: float = DEFAULT_TIMEOUT_S, name: str | None = None,
+        extraction: str = "lenient",
     ):
         self.format_weight = float(format_weight)
+        self.extraction = extraction  # the answer rule: "strict" in training (care.verifiers.extraction)
         self.timeout_s = timeout_s
         self.__name__ = name or (
             "verifier_accuracy"
@@ -94,6 +96,7 @@ class VerifierReward:
             [answer_types[index] for index in scored],
             [choice_lists[index] for index in scored],
             timeout_s=self.timeout_s,
+            extraction=self.extraction,
         )
         rewards: list[float | None] = [None] * count
         for index, result in zip(scored, results, strict=True):
