@@ -70,8 +70,8 @@ def _load_real(data: DataConfig) -> tuple[list[Record], int]:
         records = load_records(data.name, path=data.path)
         if not get_spec(data.name).components:  # a union is deduplicated as it is loaded
             records = dedupe(records)
-    except DatasetUnavailable as err:
-        raise DatasetUnavailable(f"{_where(data)}: {err}") from err
+    except DatasetUnavailable as err:  # its message already names data.path and the path or hub id
+        raise DatasetUnavailable(f"data={data.name}: {err}") from err
     except (MalformedRow, OSError) as err:  # a broken row or an image whose pixels do not decode
         raise ValueError(f"{_where(data)}: cannot use this copy of {data.name}: {err}") from err
     duplicates = sum(len(r.meta.get("duplicate_ids", ())) for r in records)
