@@ -137,3 +137,16 @@ def test_config_refuses_a_path_for_generated_data_and_unknown_names():
     with pytest.raises(ValueError, match="data.name='mix'.*care_mix"):
         DataConfig(name="mix")
     assert replace(DataConfig(), name="care_mix", train_size=None).train_size is None
+
+
+def test_unset_path_loads_the_hub_id_and_fails_at_once_offline(processor, cache_dir, monkeypatch):
+    import time
+
+    import datasets  # noqa: F401  (imported before timing)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(DatasetUnavailable, match="data=geometry3k: .*hiyouga/geometry3k.*HF_HUB_OFFLINE.*data.path"):
+        split_training_data(Config(cache_dir=str(cache_dir), data=DataConfig(name="geometry3k", train_size=None)),
+                            processor)
+    assert time.monotonic() - start < 5
