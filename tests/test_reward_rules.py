@@ -1,12 +1,14 @@
 """The training reward: accuracy from the <answer> span of a well-formed response (strict rule), plus
 a weighted format term; CARE's positives, anchors and rescue read accuracy, never "reward > 0"."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
-from care.config import Config, DataConfig, RLConfig
+from care.config import Config, RLConfig
 from care.objective import CareConfig, care_advantages
 from care.trainer.build import reward_functions
 from care.trainer.care_trainer import CareGRPOTrainer
@@ -21,18 +23,42 @@ TRAILING = "<think>2 + 3</think><answer>5</answer> and then 6"
 BOXED = "so the result is \\boxed{5}"
 
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def composed(*overrides: str) -> Config:
+    """The typed config `python run.py <overrides>` trains with."""
+    from run import to_config
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return to_config(compose(config_name="config", overrides=list(overrides)))
+
+
+@pytest.fixture(scope="module")
+def real_data() -> Config:
+    return composed("data=care_mix")
+
+
 def accuracy(responses, cfg: Config) -> list[float]:
     reward = reward_functions(cfg)[0]
     return reward(completions=responses, answer=["5"] * len(responses), answer_type=["math"] * len(responses))
 
 
-def test_training_does_not_pay_for_skipping_the_answer_span():
+def test_training_does_not_pay_for_skipping_the_answer_span(real_data):
     """Before the strict rule, the training reward scored this 1.0 through the last-line fallback."""
-    assert accuracy([NO_ANSWER_SPAN], Config()) == [0.0]
+    assert real_data.rl.extraction == "strict"
+    assert accuracy([NO_ANSWER_SPAN], real_data) == [0.0]
 
 
-def test_strict_rule_scores_only_a_well_formed_answer_span():
-    assert accuracy([WELL_FORMED, CUT_OFF, NO_THINK, TRAILING, BOXED], Config()) == [1.0, 0, 0, 0, 0]
+def test_the_synthetic_toy_keeps_the_lenient_rule_and_its_numbers():
+    toy = composed()
+    assert (toy.rl.extraction, toy.eval.extraction) == ("lenient", "lenient")
+    assert accuracy([NO_ANSWER_SPAN], toy) == [1.0]
+    assert composed("eval=paper6").eval.extraction == "strict"
+
+
+def test_strict_rule_scores_only_a_well_formed_answer_span(real_data):
+    assert accuracy([WELL_FORMED, CUT_OFF, NO_THINK, TRAILING, BOXED], real_data) == [1.0, 0, 0, 0, 0]
     for response in (CUT_OFF, NO_THINK, TRAILING, BOXED, NO_ANSWER_SPAN, ""):
         assert extract_answer(response, "strict") is None
     assert extract_answer(WELL_FORMED, "strict") == "5"
@@ -41,18 +67,16 @@ def test_strict_rule_scores_only_a_well_formed_answer_span():
 def test_lenient_rule_keeps_the_fallbacks_for_evaluation():
     for response in (WELL_FORMED, CUT_OFF, NO_THINK, BOXED, NO_ANSWER_SPAN):
         assert verify(response, "5", "math", extraction="lenient").correct, response
-    assert accuracy([NO_ANSWER_SPAN], Config(rl=RLConfig(extraction="lenient"))) == [1.0]
     with pytest.raises(ValueError, match="rl.extraction='loose'.*strict, lenient"):
         RLConfig(extraction="loose")
     with pytest.raises(ValueError, match="extraction rule 'loose'"):
         extract_answer(WELL_FORMED, "loose")
 
 
-def test_reward_weights_and_rule_reach_the_trainer(tmp_path):
+def test_reward_weights_and_rule_reach_the_trainer(real_data, tmp_path):
     from care.trainer.build import grpo_args
 
-    cfg = Config(data=DataConfig(name="care_mix", train_size=None),
-                 rl=RLConfig(accuracy_weight=0.9, format_weight=0.1))
+    cfg = real_data
     assert grpo_args(cfg, tmp_path).reward_weights == [0.9, 0.1]
     assert [f.__name__ for f in reward_functions(cfg)] == ["accuracy", "format"]
     assert reward_functions(cfg)[0].extraction == "strict"
