@@ -45,6 +45,8 @@ def to_config(dcfg: DictConfig) -> Config:
     for key in ("path", "checkpoint"):
         if getattr(cfg.cold_start, key):
             setattr(cfg.cold_start, key, to_absolute_path(getattr(cfg.cold_start, key)))
+    if cfg.data.path:
+        cfg.data.path = to_absolute_path(cfg.data.path)
     for name, path in vars(cfg.eval.paths).items():
         if path:
             setattr(cfg.eval.paths, name, to_absolute_path(path))

@@ -145,8 +145,9 @@ def write_run(root: str | Path, name: str, *, seed: int = 0, algorithm: str = "c
         cfg.sweep = sweep
     files = RunFiles(Path(root) / name)
     choices = {"algorithm": cfg.algorithm.name, "backbone": cfg.backbone.name, "data": cfg.data.name}
+    data = fake_data_counts(cfg)
     files.write_run_json(cfg, run_key=run_key or config_run_key(cfg), sweep=cfg.sweep, label=cfg.label,
-                         choices=choices, world_size=1, code=FAKE_CODE, job=FAKE_JOB)
+                         choices=choices, world_size=1, code=FAKE_CODE, job=FAKE_JOB, data=data)
     if curves is None:
         curves = synthetic_curves(steps, seed=seed, algorithm=cfg.algorithm.name, k=cfg.care.k,
                                   rgr=cfg.rgr.enabled and cfg.algorithm.name == "care",
@@ -160,8 +161,21 @@ def write_run(root: str | Path, name: str, *, seed: int = 0, algorithm: str = "c
         files.write_final({"before": _scores(before), "after": _scores(after),
                            "global_step": int(curves["global_step"].max()), "processes": 1,
                            "timings": {"cold_start_s": 1.0, "rl_s": 1.0, "total_s": 3.0},
-                           "policy_source": "/fake/cache/cold_start/policy"})
+                           "policy_source": "/fake/cache/cold_start/policy", "data": data,
+                           "reward": {"accuracy_weight": cfg.rl.accuracy_weight,
+                                      "format_weight": cfg.rl.format_weight, "extraction": cfg.rl.extraction},
+                           "eval_protocol": {"do_sample": cfg.eval.do_sample, "temperature": cfg.eval.temperature,
+                                             "max_new_tokens": cfg.eval.max_new_tokens,
+                                             "extraction": cfg.eval.extraction}})
     return files.dir
+
+
+def fake_data_counts(cfg: Config) -> dict[str, Any]:
+    """What care.data.training counts for a synthetic run of this config (nothing dropped)."""
+    train, held_out, source = cfg.data.train_size or 0, cfg.data.eval_size, cfg.data.name
+    return {"loaded": train + held_out, "duplicates_removed": 0, "filtered_overlong": 0, "train": train,
+            "held_out": held_out, "max_prompt_length": cfg.rl.max_prompt_length,
+            "train_by_source": {source: train}, "held_out_by_source": {source: held_out}}
 
 
 def set_mtime(path: Path, seconds: float) -> None:

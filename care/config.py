@@ -14,7 +14,8 @@ from typing import Any
 FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 DTYPES = ("float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
-DATASETS = ("synthetic",)
+DATASETS = ("synthetic", "geometry3k", "chartqa", "virl39k", "care_mix")  # care.data.training
+EXTRACTION_RULES = ("strict", "lenient")  # care.verifiers.extraction
 TASKS = ("train", "eval", "plan")  # plan: print each job's shape and cost (care.plan), run nothing
 BENCHMARKS = ("synthetic", "mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -112,21 +113,35 @@ class BackboneConfig:
 
 @dataclass
 class DataConfig:
-    """Where prompts come from. `synthetic` is generated locally and needs no download."""
+    """Where prompts come from. `synthetic` is generated locally and needs no download; the real
+    training sets load from `path` (a local copy in the hub layout; for care_mix a folder with one
+    entry per component) or, when it is unset, from their hub id through the datasets cache.
+
+    A real set goes load -> dedupe -> drop prompts over `rl.max_prompt_length` -> seeded shuffle ->
+    hold out `eval_size` -> cap training at `train_size` (None: all of it); see care.data.training.
+    """
 
     name: str = "synthetic"
     seed: int = 0
-    train_size: int = 2048
+    train_size: int | None = 2048  # None: every prompt left after the hold-out (real data)
     eval_size: int = 256
     grid: int = 3  # cells per side of the synthetic image
     cell_px: int = 28
+    path: str | None = None  # a local copy of a real training set; None loads the hub id
+    # prompt tokens (chat template + image tokens at backbone.min/max_pixels); longer prompts are dropped
 
     def __post_init__(self) -> None:
         check_choice("data.name", self.name, DATASETS)
-        check_range("data.train_size", self.train_size, 1)
+        if self.train_size is not None:
+            check_range("data.train_size", self.train_size, 1)
         check_range("data.eval_size", self.eval_size, 1)
         check_range("data.grid", self.grid, 2, 6)
         check_range("data.cell_px", self.cell_px, 8)
+        if self.name == "synthetic" and self.path:
+            raise ValueError(f"data.path={self.path!r} is set but data=synthetic is generated, not loaded; "
+                             f"choose one of {', '.join(DATASETS[1:])} to train on a local copy")
+        if self.name == "synthetic" and self.train_size is None:
+            raise ValueError("data.train_size=None with data=synthetic: the boards are generated; give a size")
 
 
 @dataclass
@@ -204,9 +219,15 @@ class RLConfig:
     compute_dtype: str = "float32"  # autocast dtype on GPUs (mixed precision); CPUs compute in float32
     temperature: float = 1.0
     top_p: float = 1.0
-    max_prompt_length: int | None = None  # tokens; longer prompts are filtered out by the data side
+    # tokens (chat template + image tokens at the pixel caps); longer prompts are dropped from the
+    # training data (care.data.training), never truncated; None: no limit
+    max_prompt_length: int | None = 2048
     max_completion_length: int = 64
     format_weight: float = 0.0
+    accuracy_weight: float = 1.0  # reward = accuracy_weight * acc + format_weight * format (reference: 0.9 / 0.1)
+    # the verifier's answer rule in training (care.verifiers.extraction): strict for real data (conf/data);
+    # lenient here, for the synthetic toy, whose short CPU cold start leaves most answers unformatted
+    extraction: str = "lenient"
     logging_steps: int = 1
     save_steps: int = 20  # checkpoint every N steps into <run_dir>/checkpoints; a rerun resumes there
 
@@ -228,6 +249,8 @@ class RLConfig:
             check_range("rl.max_prompt_length", self.max_prompt_length, 1)
         check_range("rl.max_completion_length", self.max_completion_length, 1)
         check_range("rl.format_weight", self.format_weight, 0.0)
+        check_range("rl.accuracy_weight", self.accuracy_weight, 0.0, low_open=True)
+        check_choice("rl.extraction", self.extraction, EXTRACTION_RULES)
         check_range("rl.save_steps", self.save_steps, 1)
 
 
@@ -475,8 +498,10 @@ class EvalConfig:
     engine: str = "hf"  # vllm: the offline engine (task=eval on GPU machines, `vllm` extra)
     vllm_gpu_memory_utilization: float = 0.9
     vllm_tensor_parallel_size: int = 1
+    extraction: str = "lenient"  # strict: the <answer> span of a well-formed response only (eval=paper6)
 
     def __post_init__(self) -> None:
+        check_choice("eval.extraction", self.extraction, EXTRACTION_RULES)
         check_choice("eval.engine", self.engine, ROLLOUT_ENGINES)
         check_range("eval.vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization, 0.0, 1.0, low_open=True)
         check_range("eval.vllm_tensor_parallel_size", self.vllm_tensor_parallel_size, 1)

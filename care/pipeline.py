@@ -59,8 +59,12 @@ def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = Non
     if done is not None:  # a re-issued or requeued job that already finished: nothing to do
         log.info("%s already holds final.json; skipping", files.dir)
         return done
+    data = None
+    if cfg.task == "train":  # bad data fails here, before run.json or any model (preflight already tried)
+        from care.data.training import prepare
+        data = prepare(cfg).counts
     files.write_run_json(cfg, run_key=key, sweep=cfg.sweep, label=cfg.label, choices=choices or {},
-                         world_size=world_size(), code=code_provenance(), job=scheduler_job())
+                         world_size=world_size(), code=code_provenance(), job=scheduler_job(), data=data)
     mirror = WandbMirror(cfg, files.dir, run_id=key, choices=choices or {}, enabled=files.writer)
     try:
         if cfg.task == "eval":
@@ -85,23 +89,26 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
 
     from care.coldstart import cold_start_policy
     from care.data.schema import to_prompt_row
-    from care.data.synthetic import splits_from_config
-    from care.evaluation.harness import flat, score
+    from care.data.training import prepare
+    from care.evaluation.harness import before_after_benchmarks, flat, score
     from care.models import load_backbone, resolve_backbone
     from care.trainer import MetricsCallback, build_trainer
 
     started = time.time()
     seed_everything(cfg.seed, cfg.threads)
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
-    train_records, held_out = splits_from_config(cfg.data)
+    data = prepare(cfg)
+    train_records = data.train
     policy_dir = resolve_backbone(cfg.backbone, cache_dir)
     policy_dir = cold_start_policy(cfg, train_records, policy_dir, cache_dir)  # cold_start=none: the backbone
     timings = {"cold_start_s": time.time() - started}
 
     model, processor, _ = load_backbone(cfg.backbone, cache_dir, source=policy_dir)
-    benchmarks = {"synthetic": held_out}
+    # eval.benchmarks plus the held-out training slice (named after data.name); the macro is over
+    # eval.benchmarks, or over the held-out slice when the check is the synthetic one alone
+    benchmarks, macro_of = before_after_benchmarks(cfg, data.held_out)
     # every rank evaluates (no rank idles at a barrier meanwhile); rank 0 writes the samples
-    before = score(model, processor, benchmarks, cfg.eval, files.eval_dir, tag="before-")
+    before = score(model, processor, benchmarks, cfg.eval, files.eval_dir, tag="before-", macro_of=macro_of)
     log.info("before RL: macro %.1f", before["macro"]["mean"])
     del model
 
@@ -125,12 +132,15 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
         processor.save_pretrained(files.dir / "policy")
         shutil.rmtree(checkpoints, ignore_errors=True)
 
-    after = score(trainer.model, processor, benchmarks, cfg.eval, files.eval_dir, tag="after-")
+    after = score(trainer.model, processor, benchmarks, cfg.eval, files.eval_dir, tag="after-", macro_of=macro_of)
     log.info("after RL: macro %.1f", after["macro"]["mean"])
     timings["total_s"] = time.time() - started
     final = {"before": flat(before), "after": flat(after), "global_step": trainer.state.global_step,
              "processes": trainer.accelerator.num_processes,
-             "timings": timings, "policy_source": policy_dir}
+             "timings": timings, "policy_source": policy_dir, "data": data.counts,
+             "reward": {"accuracy_weight": cfg.rl.accuracy_weight, "format_weight": cfg.rl.format_weight,
+                        "extraction": cfg.rl.extraction},
+             "eval_protocol": before["protocol"]}
     files.write_final(final)
     return final
 
@@ -189,6 +199,11 @@ def preflight(cfg: Config) -> None:
     if cfg.task == "eval":
         from care.evaluation.harness import check_benchmarks_reachable
         check_benchmarks_reachable(cfg)
-    else:
+    else:  # cheap checks first, then load, dedupe, filter and split the training data: bad data fails
+        # before any job starts
         from care.coldstart import check_cold_start
+        from care.data.training import prepare
+        from care.evaluation.harness import check_benchmarks_reachable
         check_cold_start(cfg)
+        prepare(cfg)
+        check_benchmarks_reachable(cfg)

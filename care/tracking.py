@@ -46,14 +46,16 @@ class RunFiles:
         return self.dir / "eval" if self.writer else None
 
     def write_run_json(self, cfg: Config, *, run_key: str, sweep: str | None, label: str | None,
-                       choices: dict[str, str], world_size: int, code: dict[str, Any], job: dict[str, Any]) -> None:
+                       choices: dict[str, str], world_size: int, code: dict[str, Any], job: dict[str, Any],
+                       data: dict[str, Any] | None) -> None:
         """run.json: the resolved config and what identifies the run (every field named, so that
         analysis.fake_runs, which writes through here too, cannot drift from the real format)."""
         if not self.writer:
             return
         write_json_atomic(self.dir / "run.json", {
             "config": asdict(cfg), "run_key": run_key, "sweep": sweep, "label": label, "choices": choices,
-            "world_size": world_size, "code": code, "job": job})
+            "world_size": world_size, "code": code, "job": job,
+            "data": data})  # what it trains on: counts per step and source (None for task=eval)
 
     def append_metrics(self, global_step: int, metrics: dict[str, Any]) -> None:
         if not self.writer:

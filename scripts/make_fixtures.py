@@ -101,6 +101,25 @@ def virl39k_rows(folder: Path) -> list[dict]:
     ]
 
 
+# care_mix's copy is larger than the single-source fixtures, so a toy run (scale=toy holds out 16 prompts)
+# still trains on every source; one ChartQA question is far over data.max_prompt_tokens (2,048).
+MIX_GEOMETRY3K_EXTRA = [{"images": [picture(100 + i)], "problem": f"<image>Find the length of side {chr(97 + i)}.",
+                         "answer": str(i + 2)} for i in range(10)]
+MIX_CHARTQA_EXTRA = [{"image": picture(150 + i), "query": f"What is the value of bar {i + 1} in the chart?",
+                      "label": [str(10 * i + 5)], "human_or_machine": i % 2} for i in range(10)]
+OVERLONG_QUESTION = ("The chart lists, region by region and year by year, the values that the survey recorded; "
+                     "read every entry before answering. ") * 160 + "What is the largest value?"
+MIX_CHARTQA_OVERLONG = {"image": picture(170), "query": OVERLONG_QUESTION, "label": ["95"], "human_or_machine": 0}
+
+
+def mix_virl39k_extra(folder: Path) -> list[dict]:
+    common = {"PassRate_32BTrained": 0.5, "PassRate_7BBase": 0.25, "source": "fixture",
+              "category": "(GradeSchool) Non-Geo Math"}
+    return [{**common, "qid": f"virl-count-{i}", "answer": f"\\boxed{{{i + 1}}}",
+             "image": [save_png(folder / "images", f"Processed-fixture-{40 + i:04d}-0.png", 40 + i)],
+             "question": f"<image>How many shapes are in panel {i + 1}?"} for i in range(8)]
+
+
 # ------------------------------------------------------------------------------------------ benchmarks
 
 MATHVISTA = Features({
@@ -243,24 +262,32 @@ MMMU_PRO_VISION_ROWS = [
 ]
 
 
+DATASET_FOLDERS = ("geometry3k", "chartqa", "virl39k", "care_mix", "mathvista", "mathverse", "mathvision", "mmmu",
+                   "mmmu_pro")
+
+
 def main() -> None:
     disable_progress_bars()
-    shutil.rmtree(ROOT, ignore_errors=True)
+    for folder in DATASET_FOLDERS:  # only what this script writes: tests/fixtures/runs/ is another's
+        shutil.rmtree(ROOT / folder, ignore_errors=True)
     write_parquet(ROOT / "geometry3k/data/train-00000-of-00001.parquet", GEOMETRY3K_ROWS, GEOMETRY3K)
     write_parquet(ROOT / "geometry3k/data/test-00000-of-00001.parquet",
                   [{"images": [picture(5)], "problem": "<image>Find y.", "answer": "7"}], GEOMETRY3K)
     write_parquet(ROOT / "chartqa/data/train-00000-of-00001.parquet", CHARTQA_ROWS, CHARTQA)
     write_parquet(ROOT / "virl39k/39Krelease.parquet", virl39k_rows(ROOT / "virl39k"), VIRL39K)
 
-    # care_mix: one small copy per component; ViRL39K's "virl-dup-5" repeats Geometry3K's first row.
+    # care_mix: one copy per component; ViRL39K's "virl-dup-5" repeats Geometry3K's first row, and one
+    # ChartQA question is over-long (12 + 13 + 10 rows: 34 after dedupe, 33 after the length filter).
     mix = ROOT / "care_mix"
-    write_parquet(mix / "geometry3k/data/train-00000-of-00001.parquet", GEOMETRY3K_ROWS[:2], GEOMETRY3K)
-    write_parquet(mix / "chartqa/data/train-00000-of-00001.parquet", CHARTQA_ROWS[:2], CHARTQA)
+    write_parquet(mix / "geometry3k/data/train-00000-of-00001.parquet", GEOMETRY3K_ROWS[:2] + MIX_GEOMETRY3K_EXTRA,
+                  GEOMETRY3K)
+    write_parquet(mix / "chartqa/data/train-00000-of-00001.parquet",
+                  CHARTQA_ROWS[:2] + MIX_CHARTQA_EXTRA + [MIX_CHARTQA_OVERLONG], CHARTQA)
     mix_virl = [r for r in virl39k_rows(mix / "virl39k") if r["qid"] in ("virl-mc-1", "virl-dup-5")]
     for unused in (mix / "virl39k/images").iterdir():
         if not any(unused.name in path for row in mix_virl for path in row["image"]):
             unused.unlink()
-    write_parquet(mix / "virl39k/39Krelease.parquet", mix_virl, VIRL39K)
+    write_parquet(mix / "virl39k/39Krelease.parquet", mix_virl + mix_virl39k_extra(mix / "virl39k"), VIRL39K)
 
     write_parquet(ROOT / "mathvista/data/testmini-00000-of-00001.parquet", MATHVISTA_ROWS, MATHVISTA)
     rows = mathverse_rows(ROOT / "mathverse")
@@ -271,8 +298,8 @@ def main() -> None:
     write_parquet(ROOT / "mmmu_pro/standard (10 options)/test-00000-of-00001.parquet", MMMU_PRO_STANDARD_ROWS,
                   MMMU_PRO_STANDARD)
     write_parquet(ROOT / "mmmu_pro/vision/test-00000-of-00001.parquet", MMMU_PRO_VISION_ROWS, MMMU_PRO_VISION)
-    total = sum(p.stat().st_size for p in ROOT.rglob("*") if p.is_file())
-    print(f"wrote {sum(1 for p in ROOT.rglob('*') if p.is_file())} files, {total / 1024:.1f} KiB, under {ROOT}")
+    written = [p for folder in DATASET_FOLDERS for p in (ROOT / folder).rglob("*") if p.is_file()]
+    print(f"wrote {len(written)} files, {sum(p.stat().st_size for p in written) / 1024:.1f} KiB, under {ROOT}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ FIXTURE_PATHS = {
     "mathvista": "mathvista", "mathverse": "mathverse", "mathvision": "mathvision", "mmmu": "mmmu",
     "mmmu_pro_standard": "mmmu_pro", "mmmu_pro_vision": "mmmu_pro",
 }
-EXPECTED_COUNTS = {"geometry3k": 4, "chartqa": 4, "virl39k": 6, "care_mix": 5, "mathvista": 5, "mathverse": 4,
+EXPECTED_COUNTS = {"geometry3k": 4, "chartqa": 4, "virl39k": 6, "care_mix": 34, "mathvista": 5, "mathverse": 4,
                    "mathvision": 4, "mmmu": 4, "mmmu_pro_standard": 3, "mmmu_pro_vision": 3}
 MIX_SOURCES = {"geometry3k", "chartqa", "virl39k"}
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from care.config import BackboneConfig
+from care.data.schema import prompt_messages
 from care.data.synthetic import make_splits
-from care.evaluation.protocol import _messages
 from care.models import load_backbone, load_processor, resolve_backbone
 from care.models.tiny import build_key
 
@@ -23,7 +23,7 @@ def test_tiny_backbone_builds_reloads_and_generates_from_an_image(family, cache_
     assert f"tiny_{family}-{build_key(cfg)}" in source
     assert model.config.model_type == family
     record = make_splits(seed=0, train_size=2, eval_size=1)[0][0]
-    text = processor.apply_chat_template(_messages(record), add_generation_prompt=True, tokenize=False)
+    text = processor.apply_chat_template(prompt_messages(record), add_generation_prompt=True, tokenize=False)
     assert text.count("<|image_pad|>") == 1 and text.endswith("<|im_start|>assistant\n")
     inputs = processor(text=[text], images=[record.images], return_tensors="pt")
     # one merged vision token per board cell: the image expands to 3 x 3 placeholder tokens

@@ -140,13 +140,18 @@ def test_group_files_do_not_restate_dataclass_defaults(group):
 
     import yaml
 
-    defaults = getattr(Config(), group)
     for path in sorted((ROOT / "conf" / group).glob("*.yaml")):
-        values = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "defaults"}
-        for key, value in values.items():
-            default = getattr(defaults, key)
-            default = dataclasses.asdict(default) if dataclasses.is_dataclass(default) else default
-            assert key in IDENTITY_KEYS or value != default, f"conf/{group}/{path.name}: {key}={value!r} is the default"
+        text = path.read_text()
+        values = {k: v for k, v in (yaml.safe_load(text) or {}).items() if k != "defaults"}
+        # a `# @package _global_` file sets several nodes (data=care_mix also sets rl's reward keys)
+        nodes = values if text.startswith("# @package _global_") else {group: values}
+        for node, node_values in nodes.items():
+            defaults = getattr(Config(), node)
+            for key, value in node_values.items():
+                default = getattr(defaults, key)
+                default = dataclasses.asdict(default) if dataclasses.is_dataclass(default) else default
+                assert key in IDENTITY_KEYS or value != default, \
+                    f"conf/{group}/{path.name}: {node}.{key}={value!r} is the default"
 
 
 def test_real_backbones_get_the_paper_recipe_unless_overridden():

@@ -87,6 +87,10 @@ def _load_mix(spec: DatasetSpec, split: str, path, hub_id: str | None, limit: in
     if hub_id:
         raise ValueError(f"{spec.name} is the union of {', '.join(spec.components)} and has no hub id of its "
                          "own; load it from the hub without hub_id, or from a folder with one entry per component")
+    if path is not None and str(path).strip() and not Path(path).expanduser().is_dir():
+        raise DatasetUnavailable(f"{spec.name}: {spec.config_key}={str(path)!r} does not exist or is not a folder. "
+                                 f"Set {spec.config_key} to a folder holding {', '.join(spec.components)} "
+                                 "(one local copy each), or unset it to load each from the hub")
     records: list[Record] = []
     for component in spec.components:
         component_path = None

@@ -41,8 +41,25 @@ def prompt_text(record: Record) -> str:
     return "\n".join(lines)
 
 
+def prompt_messages(record: Record) -> list[dict]:
+    """The one conversation every prompt is rendered from, in training and evaluation alike.
+
+    One user turn: the record's images first, then `prompt_text`. This is the layout TRL gives a
+    training row's string prompt with its images (`trl.data_utils.prepare_multimodal_messages`),
+    so the backbone's chat template renders the same text in both places (tests/test_training_data.py).
+    """
+    content = [{"type": "image"} for _ in record.images] + [{"type": "text", "text": prompt_text(record)}]
+    return [{"role": "user", "content": content}]
+
+
+def render_prompt(processor, record: Record) -> str:
+    """`prompt_messages` through the backbone's chat template, ready for generation."""
+    return processor.apply_chat_template(prompt_messages(record), add_generation_prompt=True, tokenize=False)
+
+
 def to_prompt_row(record: Record) -> dict:
-    """A TRL row: conversational prompt (TRL inserts the image parts) plus verifier columns."""
+    """A TRL row: the conversational prompt (TRL puts the images before the text, as `prompt_messages`
+    does) plus the verifier's columns."""
     return {
         "id": record.id,
         "prompt": [{"role": "user", "content": prompt_text(record)}],

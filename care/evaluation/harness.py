@@ -18,12 +18,28 @@ from care.tracking import RunFiles
 
 
 def benchmark_records(cfg: Config, name: str) -> list[Record]:
+    """A benchmark's records; `synthetic` is the held-out slice of the configured training data."""
     if name == "synthetic":
-        from care.data.synthetic import splits_from_config
-        records = splits_from_config(cfg.data)[1]
+        from care.data.training import prepare
+        records = prepare(cfg).held_out
         return records[:cfg.eval.limit] if cfg.eval.limit else records
     from care.data.loading import load_records
     return load_records(name, path=cfg.eval.paths.get(name), limit=cfg.eval.limit)
+
+
+def before_after_benchmarks(cfg: Config, held_out: list[Record]) -> tuple[dict[str, list[Record]], list[str]]:
+    """What a training run scores before and after RL, and which of them the macro averages.
+
+    Every benchmark of `eval.benchmarks` plus the run's held-out training slice, reported under the
+    training data's name (`data.name`; "synthetic" in the default run). The macro is over
+    `eval.benchmarks` as `task=eval` takes it (eval=paper6: the six), or over the held-out slice
+    when the check is the synthetic one alone (eval=synthetic, the default).
+    """
+    held_out = held_out[:cfg.eval.limit] if cfg.eval.limit else held_out
+    external = [name for name in cfg.eval.benchmarks if name != "synthetic"]
+    benchmarks = {name: benchmark_records(cfg, name) for name in external}
+    benchmarks[cfg.data.name] = held_out
+    return benchmarks, external or [cfg.data.name]
 
 
 def mean_std(values: list[float]) -> dict[str, float]:
@@ -31,9 +47,10 @@ def mean_std(values: list[float]) -> dict[str, float]:
 
 
 def score(model, processor, benchmarks: dict[str, list[Record]], cfg: EvalConfig, out_dir: Path | None,
-          tag: str = "") -> dict:
-    """One pass per seed over every benchmark; accuracy mean ± std over seeds, macro taken per seed.
-    Per-sample jsonl files go to `out_dir` (none when it is None)."""
+          tag: str = "", macro_of: list[str] | None = None) -> dict:
+    """One pass per seed over every benchmark; accuracy mean ± std over seeds, macro taken per seed over
+    `macro_of` (default: every benchmark). Per-sample jsonl files go to `out_dir` (none when it is None)."""
+    macro_of = list(benchmarks) if macro_of is None else macro_of
     greedy = not cfg.do_sample
     seeds = cfg.seeds[:1] if greedy else cfg.seeds  # greedy decoding does not depend on the seed
     per_seed: dict[int, dict[str, float]] = {}
@@ -41,14 +58,17 @@ def score(model, processor, benchmarks: dict[str, list[Record]], cfg: EvalConfig
         per_seed[seed] = {}
         for name, records in benchmarks.items():
             path = out_dir / f"{tag}{name}-seed{seed}.jsonl" if out_dir is not None else None
-            per_seed[seed][name] = evaluate(model, processor, records, cfg, path, seed=seed)["accuracy"][name]
+            per_seed[seed][name] = evaluate(model, processor, records, cfg, path, seed=seed,
+                                           benchmark=name)["accuracy"][name]
     return {
         "benchmarks": {name: mean_std([per_seed[s][name] for s in per_seed]) for name in benchmarks},
-        "macro": mean_std([statistics.fmean(scores.values()) for scores in per_seed.values()]),
+        "macro": mean_std([statistics.fmean(scores[name] for name in macro_of) for scores in per_seed.values()]),
+        "macro_of": macro_of,
         "per_seed": {str(s): scores for s, scores in per_seed.items()},
         "n": {name: len(records) for name, records in benchmarks.items()},
         "seeds": list(seeds),
-        "protocol": {"do_sample": cfg.do_sample, "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens},
+        "protocol": {"do_sample": cfg.do_sample, "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
+                     "extraction": cfg.extraction},
     }
 
 

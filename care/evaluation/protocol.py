@@ -15,16 +15,12 @@ from pathlib import Path
 import torch
 
 from care.config import EvalConfig
-from care.data.schema import Record, prompt_text
-
-
-def _messages(record: Record) -> list[dict]:
-    content = [{"type": "image"} for _ in record.images] + [{"type": "text", "text": prompt_text(record)}]
-    return [{"role": "user", "content": content}]
+from care.data.schema import Record, render_prompt
 
 
 def prompt_texts(processor, records: list[Record]) -> list[str]:
-    return [processor.apply_chat_template(_messages(r), add_generation_prompt=True, tokenize=False) for r in records]
+    """The training prompt of each record (`care.data.schema.prompt_messages`), chat-templated."""
+    return [render_prompt(processor, r) for r in records]
 
 
 class VllmEngine:
@@ -82,14 +78,15 @@ def summarize(samples: list[dict]) -> dict:
 
 
 def evaluate(model, processor, records: list[Record], cfg: EvalConfig, out_path: Path | None = None,
-             seed: int = 0) -> dict:
+             seed: int = 0, benchmark: str | None = None) -> dict:
+    """Score `records` under the protocol; samples count toward `benchmark` (default: each record's source)."""
     from care.verifiers import verify_batch
 
     responses = generate_responses(model, processor, records, cfg, seed=seed)
     verdicts = verify_batch(responses, [r.answer for r in records], [r.answer_type for r in records],
-                            [r.choices for r in records])
-    samples = [{"id": r.id, "benchmark": r.source, "response": resp, "parsed": v.parsed, "gold": r.answer,
-                "correct": bool(v.correct), "formatted": bool(v.formatted)}
+                            [r.choices for r in records], extraction=cfg.extraction)
+    samples = [{"id": r.id, "benchmark": benchmark or r.source, "source": r.source, "response": resp,
+                "parsed": v.parsed, "gold": r.answer, "correct": bool(v.correct), "formatted": bool(v.formatted)}
                for r, resp, v in zip(records, responses, verdicts, strict=True)]
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)

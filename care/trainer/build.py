@@ -80,7 +80,7 @@ def grpo_args(cfg: Config, output_dir: Path):
         epsilon_high=algo.epsilon_high, loss_type=algo.loss_type, scale_rewards=algo.scale_rewards,
         importance_sampling_level=algo.importance_sampling_level,
         mask_truncated_completions=algo.mask_truncated_completions,
-        reward_weights=[1.0, rl.format_weight] if rl.format_weight > 0 else [1.0],
+        reward_weights=[rl.accuracy_weight, rl.format_weight] if rl.format_weight > 0 else [rl.accuracy_weight],
         logging_steps=rl.logging_steps, save_strategy="steps", save_steps=rl.save_steps, save_total_limit=2,
         save_only_model=False, report_to=[], seed=cfg.seed, data_seed=cfg.seed,
         dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False, log_completions=False,
@@ -101,7 +101,7 @@ def parallel_args(cfg: Config) -> dict:
 def reward_functions(cfg: Config) -> list:
     from care.verifiers.reward import FormatReward, VerifierReward
 
-    funcs = [VerifierReward(name="accuracy")]
+    funcs = [VerifierReward(name="accuracy", extraction=cfg.rl.extraction)]
     if cfg.rl.format_weight > 0:
         funcs.append(FormatReward())
     return funcs

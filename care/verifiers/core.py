@@ -45,7 +45,7 @@ def _check_answer_type(answer_type: str) -> None:
 
 
 def _prepare(
-    response: str | None, gold: object, answer_type: str, choices: Sequence[str] | None
+    response: str | None, gold: object, answer_type: str, choices: Sequence[str] | None, extraction: str
 ) -> tuple[VerifyResult, tuple[str, str] | None]:
     """A result, plus the (prediction, gold) math job still to run when the quick verdict is undecided."""
     _check_answer_type(answer_type)
@@ -56,7 +56,7 @@ def _prepare(
     response = response or ""
     gold_text = str(gold)
     formatted = is_well_formed(response)
-    parsed = extract_answer(response)
+    parsed = extract_answer(response, extraction)
     if answer_type == "choice":
         expected = gold_letter(gold_text, choices)
         letter = response_letter(parsed, choices) if parsed else None
@@ -89,18 +89,20 @@ def verify_batch(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     in_process: bool = False,
+    extraction: str = "lenient",
 ) -> list[VerifyResult]:
     """Score many responses; undecided math comparisons (each distinct one once) fan out over the worker pool.
 
     `answer_types` may be one string for all. `in_process=True` runs math-verify here with NO deadline:
-    for benchmarks and debugging only, never on untrusted text in a trainer.
+    for benchmarks and debugging only, never on untrusted text in a trainer. `extraction` is the answer
+    rule (`care.verifiers.extraction`): "strict" in training, "lenient" adds the fallbacks.
     """
     count = len(responses)
     golds = _broadcast(golds, count, "golds")
     types = _broadcast(answer_types, count, "answer_types")
     choice_lists = [None] * count if choices is None else _broadcast(choices, count, "choices")
     prepared = [
-        _prepare(response, gold, answer_type, options)
+        _prepare(response, gold, answer_type, options, extraction)
         for response, gold, answer_type, options in zip(responses, golds, types, choice_lists, strict=True)
     ]
     results = [result for result, _ in prepared]
@@ -127,8 +129,10 @@ def verify(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     in_process: bool = False,
+    extraction: str = "lenient",
 ) -> VerifyResult:
     """Score one response against its gold; `answer_type` is 'math', 'choice' or 'text'."""
     return verify_batch(
-        [response], [gold], [answer_type], [choices], timeout_s=timeout_s, in_process=in_process
+        [response], [gold], [answer_type], [choices], timeout_s=timeout_s, in_process=in_process,
+        extraction=extraction,
     )[0]

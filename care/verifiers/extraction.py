@@ -3,7 +3,11 @@
 Everything here is plain string work over bounded slices of the response, so a 1 MB response
 costs a few `str.find` calls, never a regex that could backtrack over the whole text.
 
-Extraction rule, first that applies:
+Two extraction rules (`rl.extraction` in training, `eval.extraction` in evaluation):
+  strict   the `<answer>` span of a well-formed response (`is_well_formed`), nothing else: a cut-off or
+           malformed response has no answer, so it scores 0 and can never be an anchor. Training uses it,
+           so the policy is never paid for skipping the answer span.
+  lenient  for models never trained on the format, the first of these that applies:
   1. the LAST `<answer>...</answer>` span (tags are case-sensitive; an unclosed `<answer>` does not count);
   2. else the LAST balanced `\\boxed{...}`;
   3. else, within the last 4,000 characters, the rest of the line after the last "answer is" / "answer:"
@@ -26,6 +30,8 @@ _MAX_BOXED_TRIES = 20
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+
+EXTRACTION_RULES = ("strict", "lenient")
 
 _ANSWER_PHRASE = re.compile(r"answer\s*(?:is\b|:)[\s:*]*", re.IGNORECASE)
 
@@ -108,12 +114,19 @@ def _fallback_answer(response: str) -> str:
     return lines[-1] if lines else ""
 
 
-def extract_answer(response: str) -> str | None:
-    """The answer string per the module's extraction rule, or None when nothing is there."""
-    span = last_answer_span(response)
-    if span is None:
-        span = last_boxed(response)
-    if span is None:
-        span = _fallback_answer(response)
-    answer = span.strip()[-MAX_ANSWER_CHARS:].strip()
+def extract_answer(response: str, rule: str = "lenient") -> str | None:
+    """The answer string per `rule` (see the module docstring), or None when there is none."""
+    if rule == "strict":
+        if not is_well_formed(response):
+            return None
+        span = last_answer_span(response)
+    elif rule == "lenient":
+        span = last_answer_span(response)
+        if span is None:
+            span = last_boxed(response)
+        if span is None:
+            span = _fallback_answer(response)
+    else:
+        raise ValueError(f"extraction rule {rule!r} is not accepted; choose one of {', '.join(EXTRACTION_RULES)}")
+    answer = (span or "").strip()[-MAX_ANSWER_CHARS:].strip()
     return answer or None

@@ -54,7 +54,9 @@ class VerifierReward:
     reward pickles (TRL and accelerate may ship reward functions to other processes).
     """
 
-    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, name: str = "verifier_accuracy"):
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, name: str = "verifier_accuracy",
+                 extraction: str = "lenient"):
+        self.extraction = extraction  # the answer rule: "strict" in training (care.verifiers.extraction)
         self.timeout_s = timeout_s
         self.__name__ = name
 
@@ -88,6 +90,7 @@ class VerifierReward:
             [answer_types[index] for index in scored],
             [choice_lists[index] for index in scored],
             timeout_s=self.timeout_s,
+            extraction=self.extraction,
         )
         rewards: list[float | None] = [None] * count
         for index, result in zip(scored, results, strict=True):

@@ -1,0 +1,69 @@
+"""A toy-size training run on real-schema data through run.py (data=care_mix, eval=fixtures), and bad
+data refused before any work: exit 2 naming the key and value, no final.json, other runs untouched."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MIX = ROOT / "tests" / "fixtures" / "care_mix"
+SIX = ("mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision")
+
+
+def run(run_dir: Path, cache_dir: Path, *overrides: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    args = [sys.executable, "run.py", "data=care_mix", "eval=fixtures", "scale=toy", "cold_start.enabled=false",
+            f"hydra.run.dir={run_dir}", f"cache_dir={cache_dir}", *overrides]
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def mix_run(tmp_path_factory, cache_dir):
+    run_dir = tmp_path_factory.mktemp("mix") / "job"
+    result = run(run_dir, cache_dir, "data.path=tests/fixtures/care_mix")  # relative: the launch directory
+    assert result.returncode == 0, result.stderr[-4000:]
+    return run_dir
+
+
+def test_six_benchmarks_and_the_held_out_slice_before_and_after(mix_run):
+    final = json.loads((mix_run / "final.json").read_text())
+    for phase in ("before", "after"):
+        scores = final[phase]
+        assert set(scores) == {*SIX, "care_mix", "macro", "macro_std", "n", "seeds"}
+        assert scores["macro"] == pytest.approx(sum(scores[name] for name in SIX) / 6)
+        for name in (*SIX, "care_mix"):
+            assert (mix_run / "eval" / f"{phase}-{name}-seed0.jsonl").is_file()
+    samples = [json.loads(line) for line in (mix_run / "eval" / "after-care_mix-seed0.jsonl").read_text().splitlines()]
+    assert len(samples) == 16 and {s["source"] for s in samples} <= {"geometry3k", "chartqa", "virl39k"}
+    assert final["global_step"] == 3
+    assert final["reward"] == {"accuracy_weight": 0.9, "format_weight": 0.1, "extraction": "strict"}
+    assert final["eval_protocol"]["extraction"] == "strict"
+
+
+def test_data_counts_reach_final_and_run_json(mix_run):
+    final = json.loads((mix_run / "final.json").read_text())
+    run_json = json.loads((mix_run / "run.json").read_text())
+    assert final["data"] == run_json["data"]
+    data = final["data"]
+    assert (data["loaded"], data["duplicates_removed"], data["filtered_overlong"]) == (35, 1, 1)
+    assert (data["held_out"], data["train"]) == (16, 17)  # scale=toy holds out 16; train_size 48 caps nothing
+    assert set(data["train_by_source"]) == {"geometry3k", "chartqa", "virl39k"}
+    assert sum(data["train_by_source"].values()) == 17
+    assert run_json["config"]["data"]["path"] == str(MIX)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["data.path=/nonexistent/care_mix"], "data.path='/nonexistent/care_mix' does not exist"),
+    (["data.path=tests/fixtures/care_mix", "rl.max_prompt_length=8"], "rl.max_prompt_length=8 drops all 34"),
+])
+def test_bad_data_fails_before_any_work(tmp_path, cache_dir, overrides, message):
+    neighbour = tmp_path / "other-run"
+    neighbour.mkdir()
+    (neighbour / "final.json").write_text('{"after": {"macro": 1.0}}')
+    run_dir = tmp_path / "job"
+    result = run(run_dir, cache_dir, *overrides, timeout=300)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert not (run_dir / "final.json").exists() and not (run_dir / "run.json").exists()
+    assert (neighbour / "final.json").read_text() == '{"after": {"macro": 1.0}}'
