@@ -150,11 +150,10 @@ class ColdStartConfig:
 
     synthetic: SFT on the synthetic task's demonstrations; sft: SFT on `path` (TRL conversational or
     LLaVA/ShareGPT files); checkpoint: `checkpoint`, a cold-started policy made elsewhere; none: the
-    backbone. Built ones are cached by content hash (care.coldstart). `enabled=false` means none.
+    backbone. Built ones are cached by content hash (care.coldstart).
     """
 
     name: str = "synthetic"  # synthetic | sft | checkpoint | none (conf/cold_start/<name>.yaml)
-    enabled: bool = True
     path: str | None = None  # sft: a file or folder of SFT conversations (e.g. Vision-R1-cold)
     checkpoint: str | None = None  # checkpoint: a directory with the cold-started weights and processor
     num_demos: int = 1024
@@ -173,9 +172,6 @@ class ColdStartConfig:
 
     def __post_init__(self) -> None:
         check_choice("cold_start.name", self.name, COLD_STARTS)
-        if not self.enabled:  # the older switch: enabled=false is cold_start=none
-            self.name = "none"
-        self.enabled = self.name != "none"
         if self.name == "sft" and not self.path:
             raise ValueError("cold_start=sft needs cold_start.path (a file or folder of SFT conversations, e.g. a "
                              "local copy of Vision-R1-cold); got cold_start.path=None")

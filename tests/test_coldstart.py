@@ -109,7 +109,7 @@ def compose(*overrides: str):
                                            ("checkpoint", ["cold_start.checkpoint=/some/policy"]), ("none", [])])
 def test_every_choice_composes_with_the_toy_scale(choice, extra):
     cfg = compose(f"cold_start={choice}", "scale=toy", *extra)
-    assert cfg.cold_start.name == choice and cfg.cold_start.enabled == (choice != "none")
+    assert cfg.cold_start.name == choice
     assert cfg.cold_start.epochs == 1.0  # scale=toy applies on top of the choice
 
 
@@ -121,8 +121,13 @@ def test_the_default_is_the_synthetic_cold_start_and_sft_carries_vision_r1s_reci
     assert batch_layout(sft.batch_size, sft.micro_batch_size, processes=8) == (1, 4)  # Vision-R1's 8-GPU layout
 
 
-def test_the_older_enabled_switch_still_turns_the_cold_start_off():
-    assert compose("cold_start.enabled=false").cold_start.name == "none"
+def test_one_way_to_turn_the_cold_start_off():
+    """cold_start=none; the former cold_start.enabled switch said the same thing and is gone."""
+    from hydra.errors import ConfigCompositionException
+
+    assert compose("cold_start=none").cold_start.name == "none"
+    with pytest.raises(ConfigCompositionException):
+        compose("cold_start.enabled=false")
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -1,4 +1,5 @@
-"""A toy-size training run on real-schema data through run.py (data=care_mix, eval=fixtures), and bad
+"""A toy-size training run on real-schema data through run.py (data=care_mix, an SFT cold start on a
+Vision-R1-cold-layout file, eval=fixtures), the main sweep over the same through cluster=local, and bad
 data refused before any work: exit 2 naming the key and value, no final.json, other runs untouched."""
 
 import json
@@ -11,10 +12,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MIX = ROOT / "tests" / "fixtures" / "care_mix"
 SIX = ("mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision")
+SFT = ("cold_start=sft", "cold_start.path=tests/fixtures/sft/vision_r1_cold")  # relative: the launch directory
 
 
 def run(run_dir: Path, cache_dir: Path, *overrides: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    args = [sys.executable, "run.py", "data=care_mix", "eval=fixtures", "scale=toy", "cold_start.enabled=false",
+    cold_start = [] if any(o.startswith("cold_start") for o in overrides) else ["cold_start=none"]
+    args = [sys.executable, "run.py", "data=care_mix", "eval=fixtures", "scale=toy", *cold_start,
             f"hydra.run.dir={run_dir}", f"cache_dir={cache_dir}", *overrides]
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
@@ -22,9 +25,32 @@ def run(run_dir: Path, cache_dir: Path, *overrides: str, timeout: int = 900) -> 
 @pytest.fixture(scope="module")
 def mix_run(tmp_path_factory, cache_dir):
     run_dir = tmp_path_factory.mktemp("mix") / "job"
-    result = run(run_dir, cache_dir, "data.path=tests/fixtures/care_mix")  # relative: the launch directory
+    result = run(run_dir, cache_dir, "data.path=tests/fixtures/care_mix", *SFT)  # relative: the launch directory
     assert result.returncode == 0, result.stderr[-4000:]
     return run_dir
+
+
+def test_the_sft_cold_start_is_what_rl_started_from(mix_run, cache_dir):
+    final = json.loads((mix_run / "final.json").read_text())
+    assert final["policy_source"].startswith(str(Path(cache_dir).resolve() / "cold_start"))
+    assert "-sft-" in Path(final["policy_source"]).name
+
+
+def test_the_main_sweep_over_real_schema_data_through_cluster_local(tmp_path, cache_dir, mix_run):
+    """sweep=main at toy scale, one seed: every method trains on the mix from one shared SFT cold start."""
+    sweep = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, "run.py", "sweep=main", "scale=toy", "seed=0", "data=care_mix",
+                             "data.path=tests/fixtures/care_mix", *SFT, "eval=fixtures", "cluster=local",
+                             f"cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    runs = [json.loads((job / "run.json").read_text()) for job in sorted(sweep.glob("[0-9]*"))]
+    finals = [json.loads((job / "final.json").read_text()) for job in sorted(sweep.glob("[0-9]*"))]
+    assert sorted(r["choices"]["algorithm"] for r in runs) == ["care", "dapo", "grpo", "gspo"]
+    assert all(r["data"]["train_by_source"] == runs[0]["data"]["train_by_source"] for r in runs)
+    assert len({f["policy_source"] for f in finals}) == 1  # one cold start, reused by every RL run
+    assert finals[0]["policy_source"] == json.loads((mix_run / "final.json").read_text())["policy_source"]
+    assert all(set(SIX) < set(f["after"]) for f in finals)
 
 
 def test_six_benchmarks_and_the_held_out_slice_before_and_after(mix_run):
