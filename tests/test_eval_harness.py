@@ -101,7 +101,10 @@ def test_vllm_engine_gets_the_hf_prompts_images_and_sampling(tmp_path, cache_dir
     (llm,) = _FakeLLM.instances
     source = resolve_backbone(cfg.backbone, cfg.cache_dir)
     assert llm.kwargs["model"] == str(source) and llm.kwargs["limit_mm_per_prompt"]["image"] >= 1
-    processor = load_processor(source, cfg.backbone.family)
+    # vLLM cuts images to the backbone's pixel caps, as the HF processor that wrote the prompt text does
+    assert llm.kwargs["mm_processor_kwargs"] == {"min_pixels": cfg.backbone.min_pixels,
+                                                 "max_pixels": cfg.backbone.max_pixels}
+    processor = load_processor(source, cfg.backbone.family, cfg.backbone.min_pixels, cfg.backbone.max_pixels)
     records = benchmark_records(cfg, "mmmu") + benchmark_records(cfg, "mathvista")
     requests = [r for call, _ in llm.calls for r in call]
     assert len(llm.calls) == 4  # 2 seeds x 2 benchmarks

@@ -87,13 +87,16 @@ def run_eval(cfg: Config, files: RunFiles) -> dict:
     if cfg.eval.engine == "vllm":
         from care.evaluation.protocol import VllmEngine
         from care.models import load_processor, resolve_backbone
+        from care.models.loading import vllm_mm_processor_kwargs
 
         source = cfg.checkpoint or resolve_backbone(cfg.backbone, cache_dir)
-        processor = load_processor(source, cfg.backbone.family)
+        caps = (cfg.backbone.min_pixels, cfg.backbone.max_pixels)  # the prompt text and vLLM's images agree
+        processor = load_processor(source, cfg.backbone.family, *caps)
         max_images = max((len(r.images) for records in benchmarks.values() for r in records), default=1)
         model = VllmEngine(source, dtype=cfg.rl.compute_dtype, max_images=max(1, max_images),
                            gpu_memory_utilization=cfg.eval.vllm_gpu_memory_utilization,
-                           tensor_parallel_size=cfg.eval.vllm_tensor_parallel_size)
+                           tensor_parallel_size=cfg.eval.vllm_tensor_parallel_size,
+                           mm_processor_kwargs=vllm_mm_processor_kwargs(*caps))
     else:
         model, processor, source = load_backbone(cfg.backbone, cache_dir, source=cfg.checkpoint)
     metrics = {**score(model, processor, benchmarks, cfg.eval, files.eval_dir), "checkpoint": source}

@@ -31,11 +31,15 @@ class VllmEngine:
     """
 
     def __init__(self, model_path: str, dtype: str = "bfloat16", max_images: int = 1,
-                 gpu_memory_utilization: float = 0.9, tensor_parallel_size: int = 1):
+                 gpu_memory_utilization: float = 0.9, tensor_parallel_size: int = 1,
+                 mm_processor_kwargs: dict | None = None):
         from vllm import LLM  # lazy: CPU installs never need vllm
 
+        # the backbone's pixel caps (care.models.loading.vllm_mm_processor_kwargs): the same image
+        # tokens as the HF processor that rendered the prompt text
         self.llm = LLM(model=str(model_path), dtype=dtype, limit_mm_per_prompt={"image": max_images},
-                       gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size)
+                       gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
+                       mm_processor_kwargs=mm_processor_kwargs)
 
     def generate(self, texts: list[str], images: list[list], cfg: EvalConfig, seed: int) -> list[str]:
         from vllm import SamplingParams
