@@ -75,6 +75,11 @@ class ArchSize:
     intermediate_size: int
     vocab_size: int
 
+    @property
+    def kv_dim(self) -> int:
+        """Width of one token's keys (or values) in a layer: what the KV cache stores."""
+        return self.hidden_size // self.num_heads * self.num_kv_heads
+
     def __post_init__(self) -> None:
         for key in ("num_params", "vision_params", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
                     "intermediate_size", "vocab_size"):

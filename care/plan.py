@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 
-from care.config import BackboneConfig, Config, batch_geometry
+from care.config import ArchSize, BackboneConfig, Config, batch_geometry
 
 GIB = 2 ** 30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -25,23 +24,6 @@ MEAN_LENGTH_FRACTION = 0.5  # mean prompt / response length as a share of the li
 ASSUMED_MFU = 0.3  # training throughput: share of the GPU's peak bf16 FLOP/s actually reached
 PEAK_FLOPS = 989e12  # H100 SXM dense bf16
 ASSUMED_DECODE_TOKENS_PER_S_7B = 2_500  # vLLM decode per GPU for a 7B policy at large batch; scales as 7e9 / params
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """What the estimate needs of an architecture."""
-
-    num_params: int
-    vision_params: int
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    vocab_size: int
-
-    @property
-    def kv_dim(self) -> int:
-        return self.hidden_size // self.num_heads * self.num_kv_heads
 
 
 def decoder_params(hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int, vocab: int,
@@ -69,12 +51,10 @@ def vision_params(depth: int, hidden: int, intermediate: int, out_hidden: int, p
     return depth * block + 3 * 2 * patch * patch * hidden + (hidden if qwen3 else 0) + merger + extra
 
 
-def sizes(backbone: BackboneConfig) -> Sizes:
+def sizes(backbone: BackboneConfig) -> ArchSize:
     """A real backbone's sizes from its YAML (`backbone.arch`), a tiny one's from its TinyArch."""
     if backbone.arch is not None:
-        a = backbone.arch
-        return Sizes(a.num_params, a.vision_params, a.hidden_size, a.num_layers, a.num_heads, a.num_kv_heads,
-                     a.vocab_size)
+        return backbone.arch
     t = backbone.tiny
     if t is None:
         raise ValueError(f"backbone {backbone.name!r} has no backbone.arch sizes; task=plan needs them "
@@ -84,7 +64,8 @@ def sizes(backbone: BackboneConfig) -> Sizes:
                            14 if qwen25 else 16, qwen3=not qwen25)
     text = decoder_params(t.hidden_size, t.num_layers, t.num_heads, t.num_kv_heads, t.intermediate_size,
                           t.vocab_size, tied=True, qkv_bias=qwen25)
-    return Sizes(text + vision, vision, t.hidden_size, t.num_layers, t.num_heads, t.num_kv_heads, t.vocab_size)
+    return ArchSize(text + vision, vision, t.hidden_size, t.num_layers, t.num_heads, t.num_kv_heads,
+                    t.intermediate_size, t.vocab_size)
 
 
 def training_state_bytes(num_params: int, dtype: str) -> dict[str, float]:
