@@ -166,7 +166,7 @@ class ColdStartConfig:
     answer_slip: float = 0.25  # share of demonstrations whose final answer contradicts their reasoning
     reflection_trace: str = "rederive"  # what a reflection trace teaches: rederive | reconcile | mislocate
     # after_cue: a reflection trace's failed attempt and cue stay out of the loss (a cold start that
-    # trains on them also learns to fail); whole: train the whole trace (sessions 2-3 default)
+    # trains on them also learns to fail); whole: train the whole trace (the default until 0e53052, 2026-12-02)
     reflection_loss: str = "after_cue"
     epochs: float = 6.0
     learning_rate: float = 3e-3

@@ -1,4 +1,4 @@
-"""Shared test setup: offline, no W&B, two threads, one cache of tiny backbones per session."""
+"""Shared test setup: offline, no W&B, two threads, one cache of tiny backbones per pytest run."""
 
 import os
 
