@@ -8,6 +8,7 @@ import ast
 import inspect
 from pathlib import Path
 
+import pytest
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
@@ -128,3 +129,37 @@ def test_the_loss_view_folds_cares_mask_into_a_copy_and_keeps_trls_tool_mask():
 def _why(name):
     return next(m.why for m in trl_surface.METHODS if m.name == name)
 
+
+
+def test_the_colocated_vllm_engine_gets_the_backbone_pixel_caps(monkeypatch):
+    """TRL builds its colocated engine through vllm_generation.LLM: the caps reach it, once, however
+    often a trainer is built; a TRL that stops building it there fails the surface check by name."""
+    import trl.generation.vllm_generation as generation
+
+    from care.trainer.build import cap_colocated_vllm_images
+    from care.trainer.trl_surface import vllm_engine_problems
+
+    built = []
+
+    def fake_engine(**kwargs):
+        built.append(kwargs)
+
+    monkeypatch.setattr(generation, "LLM", fake_engine, raising=False)
+    cap_colocated_vllm_images(12_544, 50_176)
+    cap_colocated_vllm_images(12_544, 50_176)  # a second trainer in the same process
+    generation.LLM(model="policy", tensor_parallel_size=1)
+    assert built == [{"model": "policy", "tensor_parallel_size": 1,
+                      "mm_processor_kwargs": {"min_pixels": 12_544, "max_pixels": 50_176}}]
+    assert vllm_engine_problems() == []
+    moved = vllm_engine_problems("self.engine = build_engine(model=model.name_or_path)")
+    assert len(moved) == 1 and moved[0].startswith("trl.generation.vllm_generation.LLM:")
+
+
+def test_colocated_vllm_without_vllm_is_refused_naming_the_fallback(monkeypatch):
+    import trl.generation.vllm_generation as generation
+
+    from care.trainer.build import cap_colocated_vllm_images
+
+    monkeypatch.delattr(generation, "LLM", raising=False)
+    with pytest.raises(ValueError, match="rollout=hf"):
+        cap_colocated_vllm_images(1, 2)

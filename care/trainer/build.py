@@ -55,6 +55,27 @@ def rollout_args(cfg: Config) -> dict:
     return args
 
 
+def cap_colocated_vllm_images(min_pixels: int, max_pixels: int) -> None:
+    """Give TRL's colocated vLLM engine the backbone's pixel caps.
+
+    TRL 1.16 builds that engine from the model directory with no processor arguments
+    (trl.generation.vllm_generation calls its module-level `LLM`), so a hub snapshot's own pixel
+    range would win and rollouts would see other image tokens than training. The seam is listed in
+    care.trainer.trl_surface (VLLM_ENGINE). Re-applying replaces, never stacks, the caps.
+    """
+    import functools
+
+    import trl.generation.vllm_generation as generation
+
+    from care.models.loading import vllm_mm_processor_kwargs
+
+    engine = getattr(generation, "LLM", None)
+    if engine is None:
+        raise ValueError("rollout=vllm_colocate needs vLLM (pip install -r requirements-gpu.lock); or use rollout=hf")
+    engine = getattr(engine, "func", engine)  # a partial this function made before
+    generation.LLM = functools.partial(engine, mm_processor_kwargs=vllm_mm_processor_kwargs(min_pixels, max_pixels))
+
+
 def precision_args(cfg: Config, on_gpu: bool) -> dict:
     """Weights (and AdamW's state) in backbone.dtype; on GPUs, autocast to rl.compute_dtype (mixed
     precision: float32 weights + bfloat16 compute at paper scale). CPUs compute in the weights' dtype."""
@@ -115,6 +136,8 @@ def build_trainer(cfg: Config, policy_dir: str, processor, train_dataset, output
     from care.trainer.care_trainer import CareGRPOTrainer
 
     reward_funcs = reward_funcs or reward_functions(cfg)
+    if cfg.rollout.engine == "vllm" and cfg.rollout.vllm_mode == "colocate":
+        cap_colocated_vllm_images(cfg.backbone.min_pixels, cfg.backbone.max_pixels)
     # the job itself checks, after wrapping, that the policy is sharded as asked (a silent DDP
     # fallback is what transformers does with fsdp on CPU); the host that submitted cannot know
     sharding_check = ShardingCheck(cfg.parallel.strategy, world_size(), cfg.parallel.activation_checkpointing)

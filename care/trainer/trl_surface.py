@@ -144,6 +144,23 @@ UTILITIES = (  # module-level helpers imported from trl
 )
 
 
+# The colocated vLLM engine: TRL builds it by calling the module-level name `LLM` of this module
+# from the model directory, with no processor arguments; care.trainer.build.cap_colocated_vllm_images
+# rebinds that name to pass the backbone's pixel caps. The call must stay there, through the name.
+VLLM_ENGINE = ("trl.generation.vllm_generation", "self.llm = LLM(",
+               "rollouts see the backbone's pixel caps (mm_processor_kwargs)")
+
+
+def vllm_engine_problems(source: str | None = None) -> list[str]:
+    """Whether TRL still builds its colocated engine through the module-level `LLM` we rebind."""
+    module_name, call, why = VLLM_ENGINE
+    if source is None:
+        source = inspect.getsource(__import__(module_name, fromlist=["LLM"]))
+    if call not in source:
+        return [f"{module_name}.LLM: TRL no longer builds its colocated engine with `{call.strip()}` ({why})"]
+    return []
+
+
 def surface_problems(trainer_class: type | None = None, config_class: type | None = None) -> list[str]:
     """What of the stated surface the installed (or given) trainer / config classes no longer offer.
 
@@ -165,6 +182,8 @@ def surface_problems(trainer_class: type | None = None, config_class: type | Non
         module = __import__(module_name, fromlist=[name])
         if not callable(getattr(module, name, None)):
             problems.append(f"{module_name}.{name}: gone (CARE uses it: {why})")
+    if trainer_class.__module__.startswith("trl"):  # the installed TRL, not a test's stand-in
+        problems += vllm_engine_problems()
     return problems
 
 
