@@ -2,7 +2,7 @@
 
 The tests check these paths clock-free (no host-name lookup or connection is attempted, see
 tests/no_network.py); this script measures what that buys. Cases, all with HF_HUB_OFFLINE=1:
-- `run.py backbone=qwen2_5_vl_7b` with an empty HF_HOME: the whole process, start-up included,
+- `run.py backbone=qwen2_5_vl_7b rollout=hf` with an empty HF_HOME: the whole process, start-up included,
   until it exits 2 naming backbone.path (hub retries alone would add ~50 s);
 - `resolve_backbone` for an uncached hub id, in process;
 - `load_records` for each dataset whose local copy is missing (virl39k, care_mix, mmmu, mathvista);
@@ -54,7 +54,7 @@ def main() -> None:
         env = {**os.environ, "HF_HOME": str(Path(scratch) / "hf")}
 
         def run_py():
-            result = subprocess.run([sys.executable, "run.py", "backbone=qwen2_5_vl_7b",
+            result = subprocess.run([sys.executable, "run.py", "backbone=qwen2_5_vl_7b", "rollout=hf",
                                      f"hydra.run.dir={scratch}/run"], cwd=ROOT, env=env, capture_output=True,
                                     text=True, timeout=600)
             if result.returncode != 2 or "backbone.path" not in result.stderr:

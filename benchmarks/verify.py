@@ -130,7 +130,7 @@ def main() -> None:
 
     examples = build_examples(args.n)
     responses, golds, types, choices = (list(column) for column in zip(*examples, strict=True))
-    math_verify_jobs = sum(_prepare(*example)[1] is not None for example in examples)
+    math_verify_jobs = sum(_prepare(*example, "lenient")[1] is not None for example in examples)
 
     verify_batch(responses[:50], golds[:50], types[:50], choices[:50], in_process=True)  # import math-verify
     started, started_cpu = time.perf_counter(), time.process_time()

@@ -186,7 +186,7 @@ def preflight(cfg: Config) -> None:
         if engine != "vllm":
             continue
         if importlib.util.find_spec("vllm") is None:
-            raise ValueError(f"{key}='vllm' needs the vllm extra (GPU machines): pip install -e '.[vllm]'; "
+            raise ValueError(f"{key}='vllm' needs vLLM (GPU machines): pip install -r requirements-gpu.lock; "
                              f"or use {fallback}")
         if not torch.cuda.is_available():
             raise ValueError(f"{key}='vllm' needs a CUDA GPU; on CPU use {fallback}")

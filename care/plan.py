@@ -128,12 +128,25 @@ def gpu_hours(cfg: Config, gpus: int) -> dict:
                         "peak_flops": PEAK_FLOPS, "mean_length_fraction": MEAN_LENGTH_FRACTION}}
 
 
+# Training prompts of each real set before the hold-out, for a plan that loads no data (data.train_size
+# unset: train on all of it): the paper's 49.3K for the deduplicated mix; the hub splits' sizes.
+APPROX_TRAIN_PROMPTS = {"care_mix": 49_300, "geometry3k": 2_101, "chartqa": 28_299, "virl39k": 38_870}
+
+
+def train_prompts(cfg: Config) -> int:
+    """How many prompts one epoch is: data.train_size, or the set's approximate size minus the hold-out."""
+    if cfg.data.train_size is not None:
+        return cfg.data.train_size
+    return max(1, APPROX_TRAIN_PROMPTS[cfg.data.name] - cfg.data.eval_size)
+
+
 def plan_job(cfg: Config, gpus: int | None = None, overrides: list[str] | None = None) -> dict:
     """One job's plan. `gpus`: the launcher's count (SLURM per backbone); default `cluster.gpus`, 0 on CPU."""
     if gpus is None:
         gpus = cfg.cluster.gpus if cfg.backbone.tiny is None else 0
     geometry = batch_geometry(cfg.rl, max(gpus, 1), processes_key="GPUs" if gpus else "processes")
-    steps_per_epoch = math.ceil(cfg.data.train_size / geometry.update_prompts)
+    prompts = train_prompts(cfg)
+    steps_per_epoch = math.ceil(prompts / geometry.update_prompts)
     memory = memory_per_gpu(cfg, gpus, geometry.micro_batch_size)
     job = {
         "overrides": overrides or [], "backbone": cfg.backbone.name, "algorithm": cfg.algorithm.name,
@@ -143,7 +156,7 @@ def plan_job(cfg: Config, gpus: int | None = None, overrides: list[str] | None =
         "gradient_accumulation_steps": geometry.gradient_accumulation_steps,
         "steps_per_generation": geometry.steps_per_generation,
         "optimizer_steps_per_epoch": steps_per_epoch, "optimizer_steps": cfg.rl.steps,
-        "epochs": round(cfg.rl.steps / steps_per_epoch, 2), "train_prompts": cfg.data.train_size,
+        "epochs": round(cfg.rl.steps / steps_per_epoch, 2), "train_prompts": prompts,
         "learning_rate": cfg.rl.learning_rate, "weights_dtype": cfg.backbone.dtype,
         "compute_dtype": cfg.rl.compute_dtype if gpus else cfg.backbone.dtype,
         "max_prompt_length": cfg.rl.max_prompt_length, "max_response_length": cfg.rl.max_completion_length,

@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from care.config import BackboneConfig
-from care.plan import check_fits, decoder_params, sizes, training_state_bytes
+from care.plan import check_fits, decoder_params, plan_job, sizes, training_state_bytes
 from run import to_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,3 +120,11 @@ def test_training_state_estimate_matches_torch_on_the_tiny_backbone(family):
     for part in measured:
         assert estimate[part] == pytest.approx(measured[part], rel=0.03), part
     assert sum(estimate.values()) == pytest.approx(sum(measured.values()), rel=0.03)
+
+
+def test_a_plan_over_real_data_needs_no_data_and_counts_the_mix():
+    """data=care_mix trains on everything (train_size unset): the plan takes the mix's ~49.3K prompts
+    minus the hold-out, without loading it; the recipe's 384 updates of 128 prompts are one epoch."""
+    job = plan_job(composed("backbone=qwen2_5_vl_7b", "data=care_mix"), 8)
+    assert job["train_prompts"] == 49_300 - 256
+    assert job["optimizer_steps_per_epoch"] == 384 and job["epochs"] == 1.0
