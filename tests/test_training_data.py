@@ -153,3 +153,19 @@ def test_unset_path_loads_the_hub_id_and_fails_at_once_offline(processor, cache_
         split_training_data(Config(cache_dir=str(cache_dir), data=DataConfig(name="geometry3k", train_size=None)),
                             processor)
     assert time.monotonic() - start < 5
+
+
+def test_prepare_reuses_a_split_only_for_the_same_limit(processor, cache_dir):
+    """Jobs of one local sweep share a process: a job with another prompt limit must not get the
+    split prepared for the job before it."""
+    from dataclasses import replace
+
+    from care.data.training import prepare, prompt_token_counts
+
+    cfg = mix_config(cache_dir)
+    first = prepare(cfg, processor)
+    assert prepare(replace(cfg), processor) is first  # same config: prepared once
+    lengths = sorted(prompt_token_counts(processor, first.train, cfg.backbone.min_pixels, cfg.backbone.max_pixels))
+    median = lengths[len(lengths) // 2]
+    tighter = prepare(replace(cfg, rl=replace(cfg.rl, max_prompt_length=median)), processor)
+    assert tighter is not first and tighter.counts["filtered_overlong"] > first.counts["filtered_overlong"]

@@ -125,7 +125,9 @@ def prepare(cfg: Config, processor=None) -> TrainingData:
     there on bad data), the training job reuses it. Without `processor` the backbone's is loaded."""
     import json
 
-    key = json.dumps([asdict(cfg.data), asdict(cfg.backbone), cfg.cache_dir], sort_keys=True, default=str)
+    # everything split_training_data reads: the data, the backbone (processor, pixel caps), the limit
+    key = json.dumps([asdict(cfg.data), asdict(cfg.backbone), cfg.cache_dir, cfg.rl.max_prompt_length],
+                     sort_keys=True, default=str)
     if key not in _PREPARED:
         if processor is None:
             from pathlib import Path
