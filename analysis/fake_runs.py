@@ -166,7 +166,7 @@ def write_run(root: str | Path, name: str, *, seed: int = 0, algorithm: str = "c
                                       "format_weight": cfg.rl.format_weight, "extraction": cfg.rl.extraction},
                            "eval_protocol": {"do_sample": cfg.eval.do_sample, "temperature": cfg.eval.temperature,
                                              "max_new_tokens": cfg.eval.max_new_tokens,
-                                             "extraction": cfg.eval.extraction}})
+                                             "extraction": cfg.eval.extraction, "engine": cfg.eval.engine}})
     return files.dir
 
 

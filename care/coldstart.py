@@ -20,12 +20,12 @@ import logging
 import random
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from care.atomic import save_pretrained_atomic
+from care.cache import build_once
 from care.config import Config
 from care.data.schema import prompt_text
 from care.data.synthetic import demonstration
@@ -141,53 +141,6 @@ def cold_start_policy(cfg: Config, train_records, backbone_dir: str, cache_dir: 
         key = cold_start_key(cfg, backbone_dir)
     out_dir = cache_dir / "cold_start" / f"{cfg.backbone.name}-{name}-{key}"
     return str(build_once(out_dir, lambda: sft_trainer(cfg, train_records, backbone_dir, cache_dir), save_policy))
-
-
-def build_once(out_dir: Path, train: Callable, save: Callable) -> Path:
-    """`out_dir` holding what `train()` made and `save(out_dir, made)` wrote, built by one job only.
-
-    A file lock beside `out_dir` (filelock: an OS lock, released if its holder dies, so a killed job
-    leaves no stale lock) serialises jobs that need the same cold start: whoever gets it first builds,
-    the others find `out_dir` done and reuse it. Inside a multi-process job only rank 0 takes the lock,
-    all ranks train together and rank 0 saves. While another job builds, every rank waits on the lock
-    itself rather than in a collective, which would time out during an hours-long build.
-    """
-    from filelock import FileLock, Timeout
-
-    from care.distributed import is_main_process, main_process_decides, wait_for_everyone
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = str(out_dir.parent / f".{out_dir.name}.lock")
-    while True:
-        lock, held = FileLock(lock_path), False
-        if is_main_process() and not done(out_dir):
-            try:
-                lock.acquire(blocking=False)
-                held = True
-            except Timeout:
-                pass
-        state = main_process_decides("reuse" if done(out_dir) else "build" if held else "wait")
-        if state == "wait":
-            log.info("cold start: another job is building %s; waiting for it", out_dir)
-            with FileLock(lock_path):
-                pass  # its builder let go: it finished (reuse) or died (build it here)
-            continue
-        try:
-            if state == "build":
-                made = train()
-                if is_main_process():
-                    save(out_dir, made)
-                wait_for_everyone()  # the others read what rank 0 saved
-            else:
-                log.info("cold start: reusing %s", out_dir)
-        finally:
-            if held:
-                lock.release()
-        return out_dir
-
-
-def done(out_dir: Path) -> bool:
-    return (out_dir / "config.json").exists()
 
 
 def save_policy(out_dir: Path, made) -> None:

@@ -496,9 +496,12 @@ class EvalConfig:
     batch_size: int = 32
     do_sample: bool = True
     temperature: float = 1.0
-    engine: str = "hf"  # vllm: the offline engine (task=eval on GPU machines, `vllm` extra)
+    # hf: generate in the job's own processes; vllm: vLLM's offline engine in a child process per engine
+    # (GPU machines, requirements-gpu.lock), the paper-scale path for task=eval and a run's before/after
+    engine: str = "hf"
+    isolate: bool = False  # hf in a child process too (as vllm always is): nothing of training stays resident
     vllm_gpu_memory_utilization: float = 0.9
-    vllm_tensor_parallel_size: int = 1
+    vllm_tensor_parallel_size: int = 1  # GPUs per engine; a job of W GPUs runs W / this engines
     extraction: str = "lenient"  # strict: the <answer> span of a well-formed response only (eval=paper6)
 
     def __post_init__(self) -> None:
@@ -557,9 +560,6 @@ class Config:
 
     def __post_init__(self) -> None:
         check_choice("task", self.task, TASKS)
-        if self.task == "train" and self.eval.engine == "vllm":
-            raise ValueError("eval.engine='vllm' applies to task=eval; a training run's before/after check scores "
-                             "the policy in memory with HF generate (eval.engine=hf)")
         check_range("threads", self.threads, 1)
         batch_geometry(self.rl, self.cluster.gpus)  # a batch that does not divide fails at composition
         if self.task != "eval" and self.backbone.tiny is None and self.backbone.dtype != "float32":

@@ -63,3 +63,13 @@ def main_process_decides(value):
     from accelerate.utils import broadcast_object_list
 
     return broadcast_object_list([value], from_process=0)[0]
+
+
+def leave_process_group() -> None:
+    """Leave the job's process group once every rank is done with it. A process that exits while
+    gloo's threads still run is aborted by the C++ runtime (SIGABRT after its work is done)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -1,6 +1,7 @@
 """The Hydra-free training entry: config + run directory in, run files out.
 
-data -> backbone -> cold start (cached) -> eval before -> RL -> eval after -> final.json.
+data -> backbone -> cold start (cached) -> eval before (cached) -> RL -> policy/ + rl_done.json
+-> eval after -> final.json.
 Tests call `train` directly; run.py only composes and validates the config first.
 """
 
@@ -49,7 +50,7 @@ def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = Non
 
     `choices` are the config-group selections (Hydra's runtime choices), kept for analysis.
     """
-    from care.distributed import is_main_process, join_process_group, world_size
+    from care.distributed import is_main_process, join_process_group, leave_process_group, world_size
     from care.identity import run_key
 
     join_process_group()  # one task per GPU: every task runs this, rank 0 alone writes
@@ -81,36 +82,61 @@ def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = Non
     # analysis reads; final/<benchmark> are the after-RL scores as flat keys for W&B's run table
     mirror.summary({"final": final, **{f"final/{k}": v for k, v in final["after"].items() if isinstance(v, float)}})
     mirror.finish()
+    leave_process_group()
     return final
 
 
 def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
-    from datasets import Dataset
-
     from care.coldstart import cold_start_policy
-    from care.data.schema import to_prompt_row
     from care.data.training import prepare
-    from care.evaluation.harness import before_after_benchmarks, flat, score
-    from care.models import load_backbone, resolve_backbone
-    from care.trainer import MetricsCallback, build_trainer
+    from care.evaluation.harness import before_after_benchmarks, before_rl, evaluate_policy, flat
+    from care.models import load_processor, resolve_backbone
 
     started = time.time()
     seed_everything(cfg.seed, cfg.threads)
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
     data = prepare(cfg)
-    train_records = data.train
     policy_dir = resolve_backbone(cfg.backbone, cache_dir)
-    policy_dir = cold_start_policy(cfg, train_records, policy_dir, cache_dir)  # cold_start=none: the backbone
+    policy_dir = cold_start_policy(cfg, data.train, policy_dir, cache_dir)  # cold_start=none: the backbone
     timings = {"cold_start_s": time.time() - started}
 
-    model, processor, _ = load_backbone(cfg.backbone, cache_dir, source=policy_dir)
     # eval.benchmarks plus the held-out training slice (named after data.name); the macro is over
     # eval.benchmarks, or over the held-out slice when the check is the synthetic one alone
     benchmarks, macro_of = before_after_benchmarks(cfg, data.held_out)
-    # every rank evaluates (no rank idles at a barrier meanwhile); rank 0 writes the samples
-    before = score(model, processor, benchmarks, cfg.eval, files.eval_dir, tag="before-", macro_of=macro_of)
+    before = before_rl(cfg, policy_dir, benchmarks, macro_of, files.eval_dir)  # shared by runs that start alike
     log.info("before RL: macro %.1f", before["macro"]["mean"])
-    del model
+    free_accelerator_memory()
+
+    trained = files.dir / "policy"
+    rl = files.read_rl_done()
+    if rl is None:
+        processor = load_processor(policy_dir, cfg.backbone.family, cfg.backbone.min_pixels, cfg.backbone.max_pixels)
+        rl = _reinforce(cfg, files, mirror, data.train, policy_dir, processor, trained)
+    else:  # requeued after RL finished: only the after-RL check was left to do
+        log.info("%s holds RL's end (step %d); evaluating it", trained, rl["global_step"])
+    timings["rl_s"] = rl["rl_s"]
+    after = evaluate_policy(cfg, str(trained), benchmarks, files.eval_dir, tag="after-", macro_of=macro_of)
+    log.info("after RL: macro %.1f", after["macro"]["mean"])
+    timings["total_s"] = time.time() - started
+    final = {"before": flat(before), "after": flat(after), "global_step": rl["global_step"],
+             "processes": rl["processes"],
+             "timings": timings, "policy_source": policy_dir, "data": data.counts,
+             "reward": {"accuracy_weight": cfg.rl.accuracy_weight, "format_weight": cfg.rl.format_weight,
+                        "extraction": cfg.rl.extraction},
+             "eval_protocol": before["protocol"]}
+    files.write_final(final)
+    return final
+
+
+def _reinforce(cfg: Config, files: RunFiles, mirror: WandbMirror, train_records, policy_dir: str, processor,
+               trained: Path) -> dict:
+    """RL from `policy_dir`, resuming from the newest checkpoint; saves the policy to `trained`, frees
+    the trainer (the after-RL check loads what was saved) and records RL's end in rl_done.json."""
+    from datasets import Dataset
+
+    from care.data.schema import to_prompt_row
+    from care.distributed import wait_for_everyone
+    from care.trainer import MetricsCallback, build_trainer
 
     seed_everything(cfg.seed, cfg.threads)
     dataset = Dataset.from_list([to_prompt_row(r) for r in train_records])
@@ -126,23 +152,28 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
         log.info("resuming RL from %s (step %d)", resume_from, step)
     rl_started = time.time()
     trainer.train(resume_from_checkpoint=resume_from)
-    timings["rl_s"] = time.time() - rl_started
-    trainer.save_model(str(files.dir / "policy"))  # rank 0 only (the Trainer's should_save)
+    rl = {"global_step": trainer.state.global_step, "processes": trainer.accelerator.num_processes,
+          "rl_s": time.time() - rl_started}
+    trainer.save_model(str(trained))  # rank 0 only (the Trainer's should_save)
     if files.writer:
-        processor.save_pretrained(files.dir / "policy")
+        processor.save_pretrained(trained)
+    trainer.accelerator.free_memory()
+    del trainer
+    free_accelerator_memory()
+    wait_for_everyone()  # every rank reads what rank 0 saved
+    files.write_rl_done(rl)
+    if files.writer:
         shutil.rmtree(checkpoints, ignore_errors=True)
+    return rl
 
-    after = score(trainer.model, processor, benchmarks, cfg.eval, files.eval_dir, tag="after-", macro_of=macro_of)
-    log.info("after RL: macro %.1f", after["macro"]["mean"])
-    timings["total_s"] = time.time() - started
-    final = {"before": flat(before), "after": flat(after), "global_step": trainer.state.global_step,
-             "processes": trainer.accelerator.num_processes,
-             "timings": timings, "policy_source": policy_dir, "data": data.counts,
-             "reward": {"accuracy_weight": cfg.rl.accuracy_weight, "format_weight": cfg.rl.format_weight,
-                        "extraction": cfg.rl.extraction},
-             "eval_protocol": before["protocol"]}
-    files.write_final(final)
-    return final
+
+def free_accelerator_memory() -> None:
+    """Return what a finished trainer held, so an evaluation engine can have the GPU."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def scheduler_job() -> dict:
@@ -179,9 +210,7 @@ def preflight(cfg: Config) -> None:
     """Cheap checks that must fail before any work is queued (e.g. unreachable weights)."""
     import importlib.util
 
-    engines = {"rollout.engine": (cfg.rollout.engine, "rollout=hf")}
-    if cfg.task == "eval":
-        engines["eval.engine"] = (cfg.eval.engine, "eval.engine=hf")
+    engines = {"rollout.engine": (cfg.rollout.engine, "rollout=hf"), "eval.engine": (cfg.eval.engine, "eval.engine=hf")}
     for key, (engine, fallback) in engines.items():
         if engine != "vllm":
             continue

@@ -1,7 +1,8 @@
 """The run directory is the record; W&B is a mirror of it.
 
 `run.json` (resolved config), append-only `metrics.jsonl` (one object per logged step,
-with `global_step`), `final.json` written atomically at the end, and a `FAILED` marker
+with `global_step`), `rl_done.json` once RL has saved `policy/` (a requeue then only evaluates),
+`final.json` written atomically at the end, and a `FAILED` marker
 holding the traceback when a run dies. W&B is offline unless credentials exist and is
 always finished.
 """
@@ -85,6 +86,18 @@ class RunFiles:
         if torn:
             log.warning("%s: dropped unreadable line(s) %s (a write cut short by a kill)", self.metrics_path, torn)
         write_text_atomic(self.metrics_path, "".join(line + "\n" for line in kept))
+
+    def read_rl_done(self) -> dict[str, Any] | None:
+        """RL's end ({global_step, processes, rl_s}), written once policy/ is saved: a job requeued after
+        it only evaluates. None before (or when policy/ is not there to evaluate)."""
+        path = self.dir / "rl_done.json"
+        if not path.exists() or not (self.dir / "policy" / "config.json").exists():
+            return None
+        return json.loads(path.read_text())
+
+    def write_rl_done(self, rl: dict[str, Any]) -> None:
+        if self.writer:
+            write_json_atomic(self.dir / "rl_done.json", rl)
 
     def read_final(self) -> dict[str, Any] | None:
         return json.loads(self.final_path.read_text()) if self.final_path.exists() else None

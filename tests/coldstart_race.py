@@ -19,7 +19,7 @@ from pathlib import Path
 def main(out_dir: str, log: str, go: str, mode: str = "build") -> None:
     import logging
 
-    from care.coldstart import build_once
+    from care.cache import build_once
 
     logging.basicConfig(level=logging.INFO)
     Path(f"{log}.ready.{os.getpid()}").touch()
@@ -51,8 +51,8 @@ def rank_main(rank: int, world: int, port: int, out_dir: str, log: str) -> None:
     """One rank of a 2-process job (gloo): all ranks train, rank 0 alone holds the lock and saves."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
-    from care.coldstart import build_once
-    from care.distributed import join_process_group
+    from care.cache import build_once
+    from care.distributed import join_process_group, leave_process_group
 
     join_process_group()
 
@@ -70,3 +70,4 @@ def rank_main(rank: int, world: int, port: int, out_dir: str, log: str) -> None:
     for _ in range(2):  # the second call finds it built: no training on any rank
         assert build_once(Path(out_dir), train, save) == Path(out_dir)
         assert (Path(out_dir) / "config.json").read_text() == "rank0"  # every rank sees it after the barrier
+    leave_process_group()

@@ -47,3 +47,6 @@ def run_rank(rank: int, world: int, port: int, cache_dir: str, out_dir: str) -> 
                 "args": recorded["args"], "local_advantages": local["advantages"],
                 "local_rows": local["completion_ids"].size(0), "loss_mask": local[LOSS_MASK]},
                Path(out_dir) / f"rank{rank}.pt")
+    from care.distributed import leave_process_group
+
+    leave_process_group()

@@ -88,7 +88,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from care.coldstart import batch_layout, build_once, check_cold_start, cold_start_policy  # noqa: E402
+from care.cache import build_once  # noqa: E402
+from care.coldstart import batch_layout, check_cold_start, cold_start_policy  # noqa: E402
 from care.config import ColdStartConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -65,10 +65,10 @@ def test_unreachable_real_backbone_fails_naming_backbone_path(tmp_path):
     import os
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    result = _run("backbone=qwen2_5_vl_7b", "rollout=hf", f"hydra.run.dir={tmp_path}/c", env=env)
+    result = _run("backbone=qwen2_5_vl_7b", "rollout=hf", "eval.engine=hf", f"hydra.run.dir={tmp_path}/c", env=env)
     assert result.returncode == 2
     assert "backbone.path" in result.stderr and "Qwen/Qwen2.5-VL-7B-Instruct" in result.stderr
-    missing = _run("backbone=qwen2_5_vl_3b", "rollout=hf", f"backbone.path={tmp_path}/nowhere",
+    missing = _run("backbone=qwen2_5_vl_3b", "rollout=hf", "eval.engine=hf", f"backbone.path={tmp_path}/nowhere",
                    f"hydra.run.dir={tmp_path}/d", env=env)
     assert missing.returncode == 2 and "backbone.path=" in missing.stderr and "nowhere" in missing.stderr
 

@@ -63,60 +63,60 @@ def test_a_bad_checkpoint_or_benchmark_name_is_refused(tmp_path):
     assert result.returncode == 2 and "imagenet" in result.stderr and "mathvista" in result.stderr
 
 
-class _FakeLLM:
-    """Stands in for vllm.LLM: records what the suite asks of it, answers every prompt the same."""
+FAKE_VLLM = ROOT / "tests" / "fake_vllm"
 
-    instances: list = []
 
-    def __init__(self, **kwargs):
-        self.kwargs, self.calls = kwargs, []
-        _FakeLLM.instances.append(self)
+def fake_vllm(monkeypatch, tmp_path) -> Path:
+    """Child processes import tests/fake_vllm as `vllm`; returns the file it records into."""
+    import os
 
-    def generate(self, requests, params, use_tqdm=True):
-        from types import SimpleNamespace
-        self.calls.append((requests, params))
-        return [SimpleNamespace(outputs=[SimpleNamespace(text="<think>x</think><answer>A</answer>")]) for _ in requests]
+    log = tmp_path / "vllm-calls.jsonl"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAKE_VLLM), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("FAKE_VLLM_LOG", str(log))
+    return log
+
+
+def read_calls(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
 
 
 def test_vllm_engine_gets_the_hf_prompts_images_and_sampling(tmp_path, cache_dir, monkeypatch):
-    """eval.engine=vllm: same prompt text and images as HF generate; each seed's sampling settings."""
-    import types
-
+    """eval.engine=vllm: a child process builds the engine with the backbone's pixel caps, and gets the
+    HF prompt text, the images and each seed's sampling settings."""
     from care.config import Config, EvalConfig, EvalPaths
     from care.evaluation.harness import benchmark_records, run_eval
     from care.evaluation.protocol import prompt_texts
     from care.models import load_processor, resolve_backbone
     from care.tracking import RunFiles
 
-    fake = types.ModuleType("vllm")
-    fake.LLM = _FakeLLM
-    fake.SamplingParams = lambda **kwargs: kwargs
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    _FakeLLM.instances.clear()
+    log = fake_vllm(monkeypatch, tmp_path)
     paths = EvalPaths(mmmu=str(ROOT / "tests/fixtures/mmmu"), mathvista=str(ROOT / "tests/fixtures/mathvista"))
     cfg = Config(task="eval", cache_dir=str(cache_dir),
                  eval=EvalConfig(benchmarks=["mmmu", "mathvista"], paths=paths, seeds=[3, 4], engine="vllm",
                                  max_new_tokens=20, temperature=0.7))
-    result = run_eval(cfg, RunFiles(tmp_path))
-    (llm,) = _FakeLLM.instances
+    result = run_eval(cfg, RunFiles(tmp_path / "job"))
+    calls = read_calls(log)
+    (init,) = [c for c in calls if c["event"] == "init"]
     source = resolve_backbone(cfg.backbone, cfg.cache_dir)
-    assert llm.kwargs["model"] == str(source) and llm.kwargs["limit_mm_per_prompt"]["image"] >= 1
+    assert init["kwargs"]["model"] == str(source) and init["kwargs"]["limit_mm_per_prompt"]["image"] >= 1
+    assert init["pid"] != __import__("os").getpid()  # a process of its own
     # vLLM cuts images to the backbone's pixel caps, as the HF processor that wrote the prompt text does
-    assert llm.kwargs["mm_processor_kwargs"] == {"min_pixels": cfg.backbone.min_pixels,
-                                                 "max_pixels": cfg.backbone.max_pixels}
+    assert init["kwargs"]["mm_processor_kwargs"] == {"min_pixels": cfg.backbone.min_pixels,
+                                                     "max_pixels": cfg.backbone.max_pixels}
     processor = load_processor(source, cfg.backbone.family, cfg.backbone.min_pixels, cfg.backbone.max_pixels)
-    records = benchmark_records(cfg, "mmmu") + benchmark_records(cfg, "mathvista")
-    requests = [r for call, _ in llm.calls for r in call]
-    assert len(llm.calls) == 4  # 2 seeds x 2 benchmarks
-    assert [r["prompt"] for r in requests[: len(records)]] == prompt_texts(processor, records)
-    assert all(len(r["multi_modal_data"]["image"]) == len(rec.images)
-               for r, rec in zip(requests, records, strict=False) if rec.images)
-    assert [params["seed"] for _, params in llm.calls] == [3, 3, 4, 4]
-    assert {params["temperature"] for _, params in llm.calls} == {0.7}
-    assert {params["max_tokens"] for _, params in llm.calls} == {20}
-    rows = [json.loads(line) for line in (tmp_path / "eval" / "mmmu-seed3.jsonl").read_text().splitlines()]
+    mmmu, mathvista = benchmark_records(cfg, "mmmu"), benchmark_records(cfg, "mathvista")
+    generates = [c for c in calls if c["event"] == "generate"]
+    assert len(generates) == 4  # 2 seeds x 2 benchmarks
+    assert generates[0]["prompts"] == prompt_texts(processor, mmmu)
+    assert generates[1]["prompts"] == prompt_texts(processor, mathvista)
+    assert generates[0]["images"] == [len(r.images) for r in mmmu]
+    assert [c["params"]["seed"] for c in generates] == [3, 3, 4, 4]
+    assert {c["params"]["temperature"] for c in generates} == {0.7}
+    assert {c["params"]["max_tokens"] for c in generates} == {20}
+    rows = [json.loads(line) for line in (tmp_path / "job" / "eval" / "mmmu-seed3.jsonl").read_text().splitlines()]
     assert all(r["response"] == "<think>x</think><answer>A</answer>" and r["parsed"] == "A" for r in rows)
-    assert result["after"]["n"] == len(records)
+    assert [r["id"] for r in rows] == [r.id for r in mmmu]
+    assert result["after"]["n"] == len(mmmu) + len(mathvista)
 
 
 @pytest.mark.skipif(torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None,
@@ -127,8 +127,11 @@ def test_vllm_engine_is_refused_where_it_cannot_run(tmp_path):
     assert "eval.engine='vllm'" in result.stderr and "eval.engine=hf" in result.stderr
 
 
-def test_vllm_engine_is_refused_for_a_training_run(tmp_path):
+@pytest.mark.skipif(torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None,
+                    reason="a CUDA GPU and vLLM are here: eval.engine=vllm can run")
+def test_a_training_run_with_vllm_evaluation_is_refused_where_it_cannot_run(tmp_path):
     training = subprocess.run([sys.executable, "run.py", "eval.engine=vllm", f"hydra.run.dir={tmp_path / 'train'}"],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert training.returncode == 2 and "applies to task=eval" in training.stderr
+    assert training.returncode == 2
+    assert "eval.engine='vllm'" in training.stderr and "eval.engine=hf" in training.stderr
     assert not (tmp_path / "train" / "run.json").exists()

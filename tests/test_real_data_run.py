@@ -51,6 +51,14 @@ def test_the_main_sweep_over_real_schema_data_through_cluster_local(tmp_path, ca
     assert len({f["policy_source"] for f in finals}) == 1  # one cold start, reused by every RL run
     assert finals[0]["policy_source"] == json.loads((mix_run / "final.json").read_text())["policy_source"]
     assert all(set(SIX) < set(f["after"]) for f in finals)
+    # the before-RL scores depend only on the cold start and the protocol: evaluated once (by mix_run),
+    # every run of the sweep reuses them
+    shared = [path for path in (Path(cache_dir) / "eval").glob("before-*/eval_metrics.json")
+              if json.loads(path.read_text())["checkpoint"] == finals[0]["policy_source"]]
+    assert len(shared) == 1
+    assert all(f["before"] == json.loads((mix_run / "final.json").read_text())["before"] for f in finals)
+    assert all((job / "eval" / "before-mathvista-seed0.jsonl").read_bytes() ==
+               (shared[0].parent / "before-mathvista-seed0.jsonl").read_bytes() for job in sweep.glob("[0-9]*"))
 
 
 def test_six_benchmarks_and_the_held_out_slice_before_and_after(mix_run):

@@ -2,7 +2,8 @@
 
 The resumed run logs every step exactly once, keeps what it logged up to its checkpoint,
 reproduces an uninterrupted run's per-step metrics after it (rollout sampling is seeded by
-seed, step and rank), and a finished run is skipped.
+seed, step and rank). Killed once RL is saved, a requeue only runs the after-RL check; a finished
+run is skipped.
 """
 
 import json
@@ -47,9 +48,26 @@ def test_killed_run_resumes_with_no_step_lost_or_doubled(tmp_path, cache_dir):
     with open(job / "metrics.jsonl", "a") as f:  # what a kill in the middle of a write leaves
         f.write(f'{{"global_step": {max(logged_before_kill) + 1}, "train/rew')
 
-    resumed = subprocess.run(command(job, cache_dir), cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming RL from" in resumed.stderr + resumed.stdout
+    # the resumed job is killed again once RL is saved, during the after-RL check
+    output = tmp_path / "resumed.log"
+    with open(output, "w") as out:
+        process = subprocess.Popen(command(job, cache_dir), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        while not (job / "rl_done.json").exists():
+            assert process.poll() is None and time.time() < deadline, "run ended before RL was done"
+            time.sleep(0.02)
+        process.kill()
+        process.wait()
+    assert "resuming RL from" in output.read_text()
+    assert not (job / "final.json").exists(), "the after-RL check ended before the run could be killed"
+    logged = (job / "metrics.jsonl").read_text()
+
+    # requeued once more: RL is not run again, only the check
+    evaluated = subprocess.run(command(job, cache_dir), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    said = evaluated.stdout + evaluated.stderr
+    assert "evaluating it" in said and "resuming RL from" not in said
+    assert (job / "metrics.jsonl").read_text() == logged
     rows, expected = metrics(job), metrics(reference)
     assert [r["global_step"] for r in rows] == list(range(1, STEPS + 1))
     # every step, before and after the kill, is the uninterrupted run's (same seed, deterministic CPU)

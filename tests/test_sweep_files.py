@@ -200,8 +200,8 @@ BAD_OVERRIDES = [
     (["rgr.variant=bogus"], ["rgr.variant", "cue, no_cue, random"]),
     (["algorithm=bogus"], ["algorithm/bogus", "care", "dapo", "grpo", "gspo"]),
     (["sweep=bogus"], ["sweep/bogus", "main", "components", "negatives", "k_eq", "token_credit"]),
-    # rollout=hf: the paper recipe's vLLM would fail first here (no vllm on CPU), naming rollout.engine
-    (["backbone=qwen2_5_vl_7b", "rollout=hf", "backbone.path=/does/not/exist"],
+    # rollout=hf eval.engine=hf: the paper recipe's vLLM would fail first here (no vllm on CPU), naming the engine
+    (["backbone=qwen2_5_vl_7b", "rollout=hf", "eval.engine=hf", "backbone.path=/does/not/exist"],
      ["backbone.path", "/does/not/exist", "directory of saved weights"]),
     (["backbone=qwen2_5_vl_7b", "cluster.gpus=3"], ["rl.micro_batch_size=4", "cluster.gpus=3"]),
 ]

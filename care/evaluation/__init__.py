@@ -1,5 +1,5 @@
 """One evaluation protocol for every benchmark and for the before/after check of a training run."""
 
-from care.evaluation.protocol import evaluate, summarize
+from care.evaluation.protocol import sample, summarize
 
-__all__ = ["evaluate", "summarize"]
+__all__ = ["sample", "summarize"]

@@ -8,12 +8,15 @@ run's before/after check calls the same `score`.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import statistics
 from pathlib import Path
 
 from care.config import Config, EvalConfig
 from care.data.schema import Record
-from care.evaluation.protocol import evaluate
+from care.evaluation.protocol import sample, summarize, write_samples
 from care.tracking import RunFiles
 
 
@@ -46,30 +49,141 @@ def mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def score(model, processor, benchmarks: dict[str, list[Record]], cfg: EvalConfig, out_dir: Path | None,
-          tag: str = "", macro_of: list[str] | None = None) -> dict:
-    """One pass per seed over every benchmark; accuracy mean ± std over seeds, macro taken per seed over
-    `macro_of` (default: every benchmark). Per-sample jsonl files go to `out_dir` (none when it is None)."""
+def eval_seeds(cfg: EvalConfig) -> list[int]:
+    """The passes to run: one per seed, or one in all when decoding is greedy (the seed is irrelevant)."""
+    return list(cfg.seeds) if cfg.do_sample else list(cfg.seeds[:1])
+
+
+def share(records: list[Record], part: int, parts: int) -> list[Record]:
+    """The `part`-th of `parts` contiguous slices: in rank order they are `records` again."""
+    n = len(records)
+    return records[n * part // parts:n * (part + 1) // parts]
+
+
+def rank_samples(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]], seeds: list[int],
+                 model=None, processor=None) -> dict[tuple[str, int], list[dict]]:
+    """This process's share of every (benchmark, seed) pass, as verified samples.
+
+    The job's processes split each benchmark between them. HF generate runs here, on `model` when
+    given (else `policy_dir` is loaded); vLLM (and HF with `eval.isolate`) runs in a child process
+    per engine (care.evaluation.worker), an engine of `eval.vllm_tensor_parallel_size` GPUs.
+    """
+    from care.distributed import world_size
+
+    rank, world = int(os.environ.get("RANK", "0")), world_size()
+    if cfg.eval.engine == "vllm" or cfg.eval.isolate:
+        from care.evaluation.worker import child_gpus, run_child
+
+        tp = cfg.eval.vllm_tensor_parallel_size if cfg.eval.engine == "vllm" else 1
+        if world % tp:
+            raise ValueError(f"eval.vllm_tensor_parallel_size={tp} does not divide this job's {world} processes; "
+                             "choose a divisor, or 1 (one engine per GPU)")
+        if rank % tp:  # this GPU serves the engine of the rank below it
+            return {(name, seed): [] for name in benchmarks for seed in seeds}
+        mine = {name: share(records, rank // tp, world // tp) for name, records in benchmarks.items()}
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        return run_child(cfg, policy_dir, mine, seeds, child_gpus(local_rank, tp))
+    if model is None:
+        from care.models import load_backbone
+        model, processor, _ = load_backbone(cfg.backbone, cfg.cache_dir, source=policy_dir)
+    return {(name, seed): sample(model, processor, share(records, rank, world), cfg.eval, seed=seed, benchmark=name)
+            for seed in seeds for name, records in benchmarks.items()}
+
+
+def score(samples: dict[tuple[str, int], list[dict]], benchmarks: dict[str, list[Record]], cfg: EvalConfig,
+          out_dir: Path | None, tag: str = "", macro_of: list[str] | None = None) -> dict:
+    """Every process's samples joined (in rank order: each benchmark's records in order), written as
+    `<tag><benchmark>-seed<k>.jsonl` to `out_dir` (none when it is None); accuracy mean +- std over
+    seeds, the macro taken per seed over `macro_of` (default: every benchmark)."""
+    from accelerate.utils import gather_object
+
+    from care.distributed import world_size
+
     macro_of = list(benchmarks) if macro_of is None else macro_of
-    greedy = not cfg.do_sample
-    seeds = cfg.seeds[:1] if greedy else cfg.seeds  # greedy decoding does not depend on the seed
-    per_seed: dict[int, dict[str, float]] = {}
-    for seed in seeds:
-        per_seed[seed] = {}
-        for name, records in benchmarks.items():
-            path = out_dir / f"{tag}{name}-seed{seed}.jsonl" if out_dir is not None else None
-            per_seed[seed][name] = evaluate(model, processor, records, cfg, path, seed=seed,
-                                           benchmark=name)["accuracy"][name]
+    seeds = sorted({seed for _, seed in samples})
+    per_seed: dict[int, dict[str, float]] = {seed: {} for seed in seeds}
+    for (name, seed), mine in sorted(samples.items()):
+        joined = gather_object(mine) if world_size() > 1 else mine
+        if len(joined) != len(benchmarks[name]):
+            raise RuntimeError(f"{name} seed {seed}: {len(joined)} samples for {len(benchmarks[name])} records")
+        if out_dir is not None:
+            write_samples(out_dir / f"{tag}{name}-seed{seed}.jsonl", joined)
+        per_seed[seed][name] = summarize(joined)["accuracy"][name] if joined else 0.0
     return {
-        "benchmarks": {name: mean_std([per_seed[s][name] for s in per_seed]) for name in benchmarks},
-        "macro": mean_std([statistics.fmean(scores[name] for name in macro_of) for scores in per_seed.values()]),
+        "benchmarks": {name: mean_std([per_seed[s][name] for s in seeds]) for name in benchmarks},
+        "macro": mean_std([statistics.fmean(per_seed[s][name] for name in macro_of) for s in seeds]),
         "macro_of": macro_of,
-        "per_seed": {str(s): scores for s, scores in per_seed.items()},
+        "per_seed": {str(s): per_seed[s] for s in seeds},
         "n": {name: len(records) for name, records in benchmarks.items()},
-        "seeds": list(seeds),
+        "seeds": seeds,
         "protocol": {"do_sample": cfg.do_sample, "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
-                     "extraction": cfg.extraction},
+                     "extraction": cfg.extraction, "engine": cfg.engine},
     }
+
+
+def evaluate_policy(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]], out_dir: Path | None,
+                    tag: str = "", macro_of: list[str] | None = None, model=None, processor=None) -> dict:
+    """Score the policy in `policy_dir` (or `model`, already loaded from it) on `benchmarks`."""
+    seeds = eval_seeds(cfg.eval)
+    samples = rank_samples(cfg, policy_dir, benchmarks, seeds, model=model, processor=processor)
+    return score(samples, benchmarks, cfg.eval, out_dir, tag=tag, macro_of=macro_of)
+
+
+def policy_fingerprint(policy_dir: str) -> list:
+    """What identifies a saved policy cheaply: its files' names, sizes and modification times."""
+    root = Path(policy_dir)
+    return [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()]
+
+
+def before_key(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]], macro_of: list[str]) -> str:
+    """Everything the before-RL scores depend on: the policy, the protocol, the records, the engine,
+    the pixel caps and the job's width (HF batches differ with the share each process gets)."""
+    from care.distributed import world_size
+    from care.hashing import config_hash, digest
+
+    ev = cfg.eval
+    protocol = (ev.engine, ev.isolate, ev.do_sample, ev.temperature, ev.max_new_tokens, ev.batch_size,
+                ev.extraction, eval_seeds(ev))
+    records = {name: digest(*(f"{r.id}\t{r.answer}\n" for r in recs), length=16) for name, recs in benchmarks.items()}
+    backbone = (cfg.backbone.name, cfg.backbone.dtype, cfg.backbone.attn_implementation, cfg.backbone.min_pixels,
+                cfg.backbone.max_pixels, cfg.rl.compute_dtype)
+    return config_hash("before/v1", policy_fingerprint(policy_dir), protocol, records, macro_of, backbone,
+                       world_size())
+
+
+def before_rl(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]], macro_of: list[str],
+              eval_dir: Path | None) -> dict:
+    """The before-RL scores of the policy RL starts from, evaluated once per policy and protocol.
+
+    Every RL run of a sweep that shares a cold start shares these scores: the first job to need them
+    evaluates (under a lock, as the cold start is built) into `cache_dir/eval/before-<key>/`, the
+    others wait and reuse it. The run's own eval/ gets a copy of the per-sample files.
+    """
+    from care.atomic import write_json_atomic
+    from care.cache import build_once
+    from care.distributed import is_main_process
+
+    out = Path(cfg.cache_dir) / "eval" / f"before-{before_key(cfg, policy_dir, benchmarks, macro_of)}"
+    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
+
+    def evaluate() -> dict:
+        return evaluate_policy(cfg, policy_dir, benchmarks, staging if is_main_process() else None,
+                               tag="before-", macro_of=macro_of)
+
+    def save(target: Path, metrics: dict) -> None:
+        staging.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(staging / "eval_metrics.json", {**metrics, "checkpoint": policy_dir})
+        os.replace(staging, target)
+
+    build_once(out, evaluate, save, marker="eval_metrics.json")
+    if eval_dir is not None:
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        for path in out.glob("before-*.jsonl"):
+            shutil.copyfile(path, eval_dir / path.name)
+    metrics = json.loads((out / "eval_metrics.json").read_text())
+    del metrics["checkpoint"]
+    return metrics
 
 
 def flat(metrics: dict) -> dict:
@@ -80,26 +194,11 @@ def flat(metrics: dict) -> dict:
 
 def run_eval(cfg: Config, files: RunFiles) -> dict:
     from care.atomic import write_json_atomic
-    from care.models import load_backbone
+    from care.models import resolve_backbone
 
-    cache_dir = Path(cfg.cache_dir).expanduser().resolve()
+    source = cfg.checkpoint or resolve_backbone(cfg.backbone, cfg.cache_dir)
     benchmarks = {name: benchmark_records(cfg, name) for name in cfg.eval.benchmarks}
-    if cfg.eval.engine == "vllm":
-        from care.evaluation.protocol import VllmEngine
-        from care.models import load_processor, resolve_backbone
-        from care.models.loading import vllm_mm_processor_kwargs
-
-        source = cfg.checkpoint or resolve_backbone(cfg.backbone, cache_dir)
-        caps = (cfg.backbone.min_pixels, cfg.backbone.max_pixels)  # the prompt text and vLLM's images agree
-        processor = load_processor(source, cfg.backbone.family, *caps)
-        max_images = max((len(r.images) for records in benchmarks.values() for r in records), default=1)
-        model = VllmEngine(source, dtype=cfg.rl.compute_dtype, max_images=max(1, max_images),
-                           gpu_memory_utilization=cfg.eval.vllm_gpu_memory_utilization,
-                           tensor_parallel_size=cfg.eval.vllm_tensor_parallel_size,
-                           mm_processor_kwargs=vllm_mm_processor_kwargs(*caps))
-    else:
-        model, processor, source = load_backbone(cfg.backbone, cache_dir, source=cfg.checkpoint)
-    metrics = {**score(model, processor, benchmarks, cfg.eval, files.eval_dir), "checkpoint": source}
+    metrics = {**evaluate_policy(cfg, source, benchmarks, files.eval_dir), "checkpoint": source}
     if files.writer:
         write_json_atomic(files.dir / "eval_metrics.json", metrics)
     return {"after": flat(metrics), "eval": metrics}

@@ -81,20 +81,26 @@ def summarize(samples: list[dict]) -> dict:
     return {"accuracy": accuracy, "macro": sum(accuracy.values()) / len(accuracy), "n": len(samples)}
 
 
-def evaluate(model, processor, records: list[Record], cfg: EvalConfig, out_path: Path | None = None,
-             seed: int = 0, benchmark: str | None = None) -> dict:
-    """Score `records` under the protocol; samples count toward `benchmark` (default: each record's source)."""
+def sample(model, processor, records: list[Record], cfg: EvalConfig, seed: int = 0,
+           benchmark: str | None = None) -> list[dict]:
+    """One pass over `records` under the protocol: a verified sample per record, counted toward
+    `benchmark` (default: each record's source). The sample carries what auditing it needs."""
     from care.verifiers import verify_batch
 
     responses = generate_responses(model, processor, records, cfg, seed=seed)
     verdicts = verify_batch(responses, [r.answer for r in records], [r.answer_type for r in records],
                             [r.choices for r in records], extraction=cfg.extraction)
-    samples = [{"id": r.id, "benchmark": benchmark or r.source, "source": r.source, "response": resp,
-                "parsed": v.parsed, "gold": r.answer, "correct": bool(v.correct), "formatted": bool(v.formatted)}
-               for r, resp, v in zip(records, responses, verdicts, strict=True)]
-    if out_path is not None:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(out_path, "w") as f:
-            for s in samples:
-                f.write(json.dumps(s) + "\n")
-    return summarize(samples)
+    return [{"id": r.id, "benchmark": benchmark or r.source, "source": r.source, "response": resp,
+             "parsed": v.parsed, "gold": r.answer, "correct": bool(v.correct), "formatted": bool(v.formatted)}
+            for r, resp, v in zip(records, responses, verdicts, strict=True)]
+
+
+def write_samples(path: Path, samples: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for s in samples:
+            f.write(json.dumps(s) + "\n")
+
+
+def read_samples(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
