@@ -1,6 +1,7 @@
 """Every imported package is declared, every declared package is used, and the install matches the lock."""
 
 import ast
+import functools
 import re
 import sys
 from importlib import metadata
@@ -50,12 +51,18 @@ def imported_modules() -> dict[str, set[str]]:
     return found
 
 
+@functools.cache
+def packages_distributions() -> dict[str, list[str]]:
+    """Top-level module -> distributions (a scan of every installed package: done once)."""
+    return metadata.packages_distributions()
+
+
 def distribution_of(module: str) -> str:
     """The distribution that provides a module (installed ones by their metadata, else by name)."""
     if module.startswith("hydra_plugins.hydra_submitit_launcher"):
         return "hydra-submitit-launcher"
     top = module.split(".")[0]
-    providers = metadata.packages_distributions().get(top, [])
+    providers = packages_distributions().get(top, [])
     return canonicalize_name(providers[0] if providers else top)
 
 

@@ -1,28 +1,13 @@
-"""One tiny default-shaped run through run.py: every run file is written and RL moves the policy."""
+"""One tiny default-shaped run through run.py (`tiny_run`, tests/conftest.py): every run file is written and
+RL moves the policy."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, cache_dir):
-    run_dir = tmp_path_factory.mktemp("run") / "job"
-    overrides = [
-        f"hydra.run.dir={run_dir}", f"cache_dir={cache_dir}", "data.train_size=48", "data.eval_size=8",
-        "cold_start.num_demos=96", "cold_start.epochs=1", "rl.steps=3", "rl.prompts_per_step=2",
-        "rl.num_generations=4", "rl.format_weight=1.0", "eval.batch_size=8",
-    ]
-    result = subprocess.run([sys.executable, "run.py", *overrides], cwd=ROOT, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return run_dir, result
 
 
 def test_last_line_names_the_run_dir(tiny_run):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 8
+STEPS = 6
 
 
 def command(run_dir: Path, cache_dir: Path) -> list[str]:

@@ -3,10 +3,7 @@ directory read back by the analysis and compared with the run directory it mirro
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,13 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def offline_run(tmp_path_factory, cache_dir):
-    run_dir = tmp_path_factory.mktemp("wandb") / "job"
-    result = subprocess.run([sys.executable, "run.py", "scale=toy", f"cache_dir={cache_dir}",
-                             f"hydra.run.dir={run_dir}"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"})
-    assert result.returncode == 0, result.stderr[-3000:]
+def offline_run(tiny_run):
+    """tests/conftest.py's tiny run, made with WANDB_MODE=offline: its W&B run sits in its run directory."""
+    run_dir, _ = tiny_run
     files = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(files) == 1, "the run wrote no offline W&B run into its run directory"
     return run_dir, files[0]
