@@ -226,9 +226,10 @@ class RLConfig:
     max_completion_length: int = 64
     format_weight: float = 0.0
     accuracy_weight: float = 1.0  # reward = accuracy_weight * acc + format_weight * format (reference: 0.9 / 0.1)
-    # the verifier's answer rule in training (care.verifiers.extraction): strict for real data (conf/data);
-    # lenient here, for the synthetic toy, whose short CPU cold start leaves most answers unformatted
-    extraction: str = "lenient"
+    # the verifier's answer rule in training (care.verifiers.extraction): strict = the <answer> span of a
+    # well-formed response only, so a policy is never paid for skipping the span (lenient was the
+    # synthetic default until 2026-12-02: 49.35 -> 59.11 then, 49.0 -> 59.9 strict, docs/benchmarks.md)
+    extraction: str = "strict"
     logging_steps: int = 1
     save_steps: int = 20  # checkpoint every N steps into <run_dir>/checkpoints; a rerun resumes there
 
@@ -502,7 +503,9 @@ class EvalConfig:
     isolate: bool = False  # hf in a child process too (as vllm always is): nothing of training stays resident
     vllm_gpu_memory_utilization: float = 0.9
     vllm_tensor_parallel_size: int = 1  # GPUs per engine; a job of W GPUs runs W / this engines
-    extraction: str = "lenient"  # strict: the <answer> span of a well-formed response only (eval=paper6)
+    # strict: the <answer> span of a well-formed response only, training's rule; lenient adds the \boxed{},
+    # "answer is" and last-line fallbacks, for models never trained on the format
+    extraction: str = "strict"
 
     def __post_init__(self) -> None:
         check_choice("eval.extraction", self.extraction, EXTRACTION_RULES)

@@ -50,11 +50,14 @@ def test_training_does_not_pay_for_skipping_the_answer_span(real_data):
     assert accuracy([NO_ANSWER_SPAN], real_data) == [0.0]
 
 
-def test_the_synthetic_toy_keeps_the_lenient_rule_and_its_numbers():
-    toy = composed()
-    assert (toy.rl.extraction, toy.eval.extraction) == ("lenient", "lenient")
-    assert accuracy([NO_ANSWER_SPAN], toy) == [1.0]
+def test_the_strict_rule_is_every_default():
+    """The synthetic default too (it trained on the lenient rule until 2026-12-02)."""
+    default = composed()
+    assert (default.rl.extraction, default.eval.extraction) == ("strict", "strict")
+    assert accuracy([NO_ANSWER_SPAN], default) == [0.0]
     assert composed("eval=paper6").eval.extraction == "strict"
+    lenient = composed("rl.extraction=lenient")
+    assert accuracy([NO_ANSWER_SPAN], lenient) == [1.0]
 
 
 def test_strict_rule_scores_only_a_well_formed_answer_span(real_data):
