@@ -34,22 +34,21 @@ def to_absolute_path(path: str) -> str:
     return str(Path(launch_dir) / expanded) if launch_dir else hydra_absolute_path(path)
 
 
+# every config key that names a file or folder (and each of eval.paths): resolved against the launch directory
+PATH_KEYS = ("cache_dir", "checkpoint", "backbone.path", "cold_start.path", "cold_start.checkpoint", "data.path")
+
+
 def to_config(dcfg: DictConfig) -> Config:
-    """Typed, value-checked config (dataclass __post_init__ runs here)."""
+    """Typed, value-checked config (dataclass __post_init__ runs here), every path made absolute."""
     cfg: Config = OmegaConf.to_object(dcfg)
-    cfg.cache_dir = to_absolute_path(cfg.cache_dir)
-    if cfg.backbone.path:
-        cfg.backbone.path = to_absolute_path(cfg.backbone.path)
-    if cfg.checkpoint:
-        cfg.checkpoint = to_absolute_path(cfg.checkpoint)
-    for key in ("path", "checkpoint"):
-        if getattr(cfg.cold_start, key):
-            setattr(cfg.cold_start, key, to_absolute_path(getattr(cfg.cold_start, key)))
-    if cfg.data.path:
-        cfg.data.path = to_absolute_path(cfg.data.path)
-    for name, path in vars(cfg.eval.paths).items():
-        if path:
-            setattr(cfg.eval.paths, name, to_absolute_path(path))
+    keys = [key.rsplit(".", 1) if "." in key else ("", key) for key in PATH_KEYS]
+    keys += [("eval.paths", name) for name in vars(cfg.eval.paths)]
+    for parent, leaf in keys:
+        node = cfg
+        for part in filter(None, parent.split(".")):
+            node = getattr(node, part)
+        if getattr(node, leaf):
+            setattr(node, leaf, to_absolute_path(getattr(node, leaf)))
     return cfg
 
 

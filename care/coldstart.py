@@ -17,6 +17,7 @@ job build it while the others wait and then reuse it, instead of all building th
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
 import tempfile
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-from care.atomic import save_pretrained_atomic
 from care.cache import build_once
 from care.config import Config
 from care.data.schema import prompt_text
@@ -140,21 +140,27 @@ def cold_start_policy(cfg: Config, train_records, backbone_dir: str, cache_dir: 
     else:
         key = cold_start_key(cfg, backbone_dir)
     out_dir = cache_dir / "cold_start" / f"{cfg.backbone.name}-{name}-{key}"
-    return str(build_once(out_dir, lambda: sft_trainer(cfg, train_records, backbone_dir, cache_dir), save_policy))
+    return str(build_once(out_dir, lambda: sft_trainer(cfg, train_records, backbone_dir, cache_dir, out_dir),
+                          save_policy))
 
 
 def save_policy(out_dir: Path, made) -> None:
-    model, processor = made
-    save_pretrained_atomic(out_dir, model, processor)
+    """Rank 0: the processor beside the weights every rank saved, then publish the folder whole."""
+    staging, processor = made
+    processor.save_pretrained(staging)
+    os.rename(staging, out_dir)
 
 
-def sft_trainer(cfg: Config, train_records, backbone_dir: str, cache_dir: Path):
-    """Fine-tune the backbone on the cold start's rows; returns (model, processor)."""
+def sft_trainer(cfg: Config, train_records, backbone_dir: str, cache_dir: Path, out_dir: Path):
+    """Fine-tune the backbone on the cold start's rows, sharded as `parallel=` says (a 7B model's
+    AdamW state does not fit one GPU); every rank saves the whole model into a staging folder beside
+    `out_dir` (rank 0 writes). Returns (staging folder, processor)."""
     from datasets import Dataset, Image, List
     from trl import SFTConfig, SFTTrainer
 
-    from care.distributed import world_size
-    from care.trainer.build import device_args
+    from care.distributed import is_main_process, world_size
+    from care.sharding import ShardingCheck, save_whole_model
+    from care.trainer.build import device_args, parallel_args
 
     cs = cfg.cold_start
     if cs.name == "sft":  # read and check every record and image before loading any weights
@@ -171,14 +177,20 @@ def sft_trainer(cfg: Config, train_records, backbone_dir: str, cache_dir: Path):
         num_train_epochs=cs.epochs, learning_rate=cs.learning_rate,
         lr_scheduler_type="cosine", warmup_steps=cs.warmup_ratio, logging_steps=10, save_strategy="no", report_to=[],
         **device_args(cfg), seed=cfg.seed, completion_only_loss=True, max_length=cs.max_length,
-        dataloader_num_workers=0, disable_tqdm=True,
+        dataloader_num_workers=0, disable_tqdm=True, **parallel_args(cfg),
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    sharding_check = ShardingCheck(cfg.parallel.strategy, world_size(), cfg.parallel.activation_checkpointing)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                         callbacks=[sharding_check])
     if cs.name == "synthetic" and cs.reflection_loss == "after_cue":  # else TRL's collator trains the whole completion
         trainer.data_collator = mask_after_cue(trainer.data_collator, processor.tokenizer, CUE_TEMPLATES["structured"])
     trainer.train()
     shutil.rmtree(scratch, ignore_errors=True)
-    return trainer.model, processor
+    staging = out_dir.parent / f".{out_dir.name}.staging"
+    if is_main_process():  # what a builder killed mid-save left
+        shutil.rmtree(staging, ignore_errors=True)
+    save_whole_model(trainer, staging)
+    return staging, processor
 
 
 def batch_layout(batch_size: int, micro_batch_size: int | None, processes: int) -> tuple[int, int]:

@@ -136,6 +136,7 @@ def _reinforce(cfg: Config, files: RunFiles, mirror: WandbMirror, train_records,
 
     from care.data.schema import to_prompt_row
     from care.distributed import wait_for_everyone
+    from care.sharding import save_whole_model
     from care.trainer import MetricsCallback, build_trainer
 
     seed_everything(cfg.seed, cfg.threads)
@@ -154,7 +155,7 @@ def _reinforce(cfg: Config, files: RunFiles, mirror: WandbMirror, train_records,
     trainer.train(resume_from_checkpoint=resume_from)
     rl = {"global_step": trainer.state.global_step, "processes": trainer.accelerator.num_processes,
           "rl_s": time.time() - rl_started}
-    trainer.save_model(str(trained))  # rank 0 only (the Trainer's should_save)
+    save_whole_model(trainer, trained)  # every rank gathers, rank 0 writes
     if files.writer:
         processor.save_pretrained(trained)
     trainer.accelerator.free_memory()

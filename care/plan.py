@@ -128,16 +128,13 @@ def gpu_hours(cfg: Config, gpus: int) -> dict:
                         "peak_flops": PEAK_FLOPS, "mean_length_fraction": MEAN_LENGTH_FRACTION}}
 
 
-# Training prompts of each real set before the hold-out, for a plan that loads no data (data.train_size
-# unset: train on all of it): the paper's 49.3K for the deduplicated mix; the hub splits' sizes.
-APPROX_TRAIN_PROMPTS = {"care_mix": 49_300, "geometry3k": 2_101, "chartqa": 28_299, "virl39k": 38_870}
-
-
 def train_prompts(cfg: Config) -> int:
-    """How many prompts one epoch is: data.train_size, or the set's approximate size minus the hold-out."""
+    """How many prompts one epoch is: data.train_size, or (loading no data) the set's approximate size
+    (its spec's `approx_rows`) minus the hold-out."""
     if cfg.data.train_size is not None:
         return cfg.data.train_size
-    return max(1, APPROX_TRAIN_PROMPTS[cfg.data.name] - cfg.data.eval_size)
+    from care.data.adapters.registry import get_spec
+    return max(1, get_spec(cfg.data.name).approx_rows - cfg.data.eval_size)
 
 
 def plan_job(cfg: Config, gpus: int | None = None, overrides: list[str] | None = None) -> dict:

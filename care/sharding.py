@@ -14,6 +14,8 @@ Two halves, both on plain arguments so they do not depend on how the config name
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import TrainerCallback
 
@@ -143,3 +145,17 @@ class ShardingCheck(TrainerCallback):
         if self.strategy == "fsdp" and self.activation_checkpointing:
             disable_kv_cache(model)
         self.counts = check_sharded(model, self.world_size, self.strategy)
+
+
+def save_whole_model(trainer, out_dir: Path | str) -> None:
+    """`trainer.save_model(out_dir)` with the whole model in it; every rank calls it (gathering a
+    sharded model is collective) and rank 0 writes.
+
+    Under FSDP the Trainer saves nothing unless the plugin's state dict type is FULL_STATE_DICT, and
+    care's FSDP settings checkpoint with SHARDED_STATE_DICT (fast, resumable): the final save switches
+    to full, the use accelerate's `set_state_dict_type` documents ("trains with sharded, but final save
+    with full"). ZeRO-3 gathers through `stage3_gather_16bit_weights_on_model_save` (zero3_config).
+    """
+    if getattr(trainer, "is_fsdp_enabled", False):
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(out_dir))

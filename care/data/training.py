@@ -135,7 +135,7 @@ def prepare(cfg: Config, processor=None) -> TrainingData:
             from care.models import load_processor, resolve_backbone
 
             source = resolve_backbone(cfg.backbone, Path(cfg.cache_dir).expanduser().resolve())
-            processor = load_processor(source, cfg.backbone.family)
+            processor = load_processor(source, cfg.backbone.family, cfg.backbone.min_pixels, cfg.backbone.max_pixels)
         _PREPARED.clear()  # one run per process: keep only the newest
         _PREPARED[key] = split_training_data(cfg, processor)
     return _PREPARED[key]

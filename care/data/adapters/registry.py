@@ -29,6 +29,9 @@ class DatasetSpec:
     hub_configs: tuple[str | None, ...] = (None,)  # several are concatenated in order (MMMU subjects)
     hub_image_archive: str | None = None  # a zip in the hub repo holding images the rows name by path
     components: tuple[str, ...] = ()
+    # rows of the default split, for estimates that load no data (task=plan); care_mix: the paper's
+    # 49.3K after deduplication, not the components' sum
+    approx_rows: int | None = None
 
     @property
     def config_key(self) -> str:
@@ -37,11 +40,11 @@ class DatasetSpec:
 
 
 SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
-    DatasetSpec("geometry3k", "train", "hiyouga/geometry3k", "train", training.geometry3k),
-    DatasetSpec("chartqa", "train", "HuggingFaceM4/ChartQA", "train", training.chartqa),
+    DatasetSpec("geometry3k", "train", "hiyouga/geometry3k", "train", training.geometry3k, approx_rows=2_101),
+    DatasetSpec("chartqa", "train", "HuggingFaceM4/ChartQA", "train", training.chartqa, approx_rows=28_299),
     DatasetSpec("virl39k", "train", "TIGER-Lab/ViRL39K", "train", training.virl39k,
-                hub_image_archive="images.zip"),
-    DatasetSpec("care_mix", "train", None, "train", None, components=CARE_MIX_COMPONENTS),
+                hub_image_archive="images.zip", approx_rows=38_870),
+    DatasetSpec("care_mix", "train", None, "train", None, components=CARE_MIX_COMPONENTS, approx_rows=49_300),
     DatasetSpec("mathvista", "benchmark", "AI4Math/MathVista", "testmini", benchmarks.mathvista),
     DatasetSpec("mathverse", "benchmark", "AI4Math/MathVerse", "testmini", benchmarks.mathverse,
                 hub_configs=("testmini",)),
