@@ -488,7 +488,6 @@ class EvalConfig:
     `paths.<name>` (a local copy) or their hub id.
     """
 
-    enabled: bool = True
     benchmarks: list[str] = field(default_factory=lambda: ["synthetic"])
     paths: EvalPaths = field(default_factory=EvalPaths)
     limit: int | None = None  # first N records of each benchmark (smoke tests)
