@@ -114,6 +114,8 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
         rl = _reinforce(cfg, files, mirror, data.train, policy_dir, processor, trained)
     else:  # requeued after RL finished: only the after-RL check was left to do
         log.info("%s holds RL's end (step %d); evaluating it", trained, rl["global_step"])
+        if files.writer:  # a kill between rl_done.json and the clean-up left them
+            shutil.rmtree(files.dir / "checkpoints", ignore_errors=True)
     timings["rl_s"] = rl["rl_s"]
     after = evaluate_policy(cfg, str(trained), benchmarks, files.eval_dir, tag="after-", macro_of=macro_of)
     log.info("after RL: macro %.1f", after["macro"]["mean"])

@@ -7,11 +7,12 @@ os.environ["WANDB_MODE"] = "disabled"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+from tests.tiny_run import tiny_run_command  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,12 +30,7 @@ def tiny_run(tmp_path_factory, cache_dir):
     """One tiny default-shaped run through run.py, mirrored to an offline W&B run (a real wandb.init):
     test_end_to_end checks its run files, test_wandb_offline reads the mirror back."""
     run_dir = tmp_path_factory.mktemp("run") / "job"
-    overrides = [
-        f"hydra.run.dir={run_dir}", f"cache_dir={cache_dir}", "data.train_size=48", "data.eval_size=8",
-        "cold_start.num_demos=96", "cold_start.epochs=1", "rl.steps=3", "rl.prompts_per_step=2",
-        "rl.num_generations=4", "rl.format_weight=1.0", "eval.batch_size=8",
-    ]
-    result = subprocess.run([sys.executable, "run.py", *overrides], cwd=ROOT, capture_output=True, text=True,
+    result = subprocess.run(tiny_run_command(run_dir, cache_dir), cwd=ROOT, capture_output=True, text=True,
                             timeout=600, env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"})
     assert result.returncode == 0, result.stderr[-4000:]
     return run_dir, result

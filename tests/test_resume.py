@@ -8,19 +8,15 @@ run is skipped.
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.tiny_run import TINY_RUN_STEPS, tiny_run_command
+
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 6
-
-
-def command(run_dir: Path, cache_dir: Path) -> list[str]:
-    return [sys.executable, "run.py", "scale=toy", f"rl.steps={STEPS}", "rl.save_steps=2", "rl.prompts_per_step=4",
-            "rl.num_generations=8", f"cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+STEPS = TINY_RUN_STEPS
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -28,16 +24,13 @@ def metrics(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_with_no_step_lost_or_doubled(tmp_path, cache_dir):
-    reference = tmp_path / "uninterrupted"
-    done = subprocess.run(command(reference, cache_dir), cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-
+def test_killed_run_resumes_with_no_step_lost_or_doubled(tmp_path, cache_dir, tiny_run):
+    reference, _ = tiny_run  # the same command, uninterrupted
     job = tmp_path / "job"
-    process = subprocess.Popen(command(job, cache_dir), cwd=ROOT, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(tiny_run_command(job, cache_dir), cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (job / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
+    while not (job / "checkpoints" / "checkpoint-1" / "trainer_state.json").exists():
         assert process.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
         time.sleep(0.1)
     process.kill()  # SIGKILL: no handler runs, as in a preemption
@@ -51,7 +44,7 @@ def test_killed_run_resumes_with_no_step_lost_or_doubled(tmp_path, cache_dir):
     # the resumed job is killed again once RL is saved, during the after-RL check
     output = tmp_path / "resumed.log"
     with open(output, "w") as out:
-        process = subprocess.Popen(command(job, cache_dir), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(tiny_run_command(job, cache_dir), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.time() + 300
         while not (job / "rl_done.json").exists():
             assert process.poll() is None and time.time() < deadline, "run ended before RL was done"
@@ -63,7 +56,7 @@ def test_killed_run_resumes_with_no_step_lost_or_doubled(tmp_path, cache_dir):
     logged = (job / "metrics.jsonl").read_text()
 
     # requeued once more: RL is not run again, only the check
-    evaluated = subprocess.run(command(job, cache_dir), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    evaluated = subprocess.run(tiny_run_command(job, cache_dir), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     said = evaluated.stdout + evaluated.stderr
     assert "evaluating it" in said and "resuming RL from" not in said
@@ -79,7 +72,7 @@ def test_killed_run_resumes_with_no_step_lost_or_doubled(tmp_path, cache_dir):
 
     # re-issuing the finished job does nothing and keeps its record
     final_before = (job / "final.json").read_text()
-    skipped = subprocess.run(command(job, cache_dir), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    skipped = subprocess.run(tiny_run_command(job, cache_dir), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert skipped.returncode == 0 and (job / "final.json").read_text() == final_before
     assert [r["global_step"] for r in metrics(job)] == list(range(1, STEPS + 1))
 

@@ -3,7 +3,7 @@
 Writes per-sample `eval/<benchmark>-seed<k>.jsonl` and `eval_metrics.json` with each
 benchmark's accuracy and the macro average as mean ± std over seeds (the macro is taken
 per seed, then averaged), plus `final.json` so the run counts as finished. A training
-run's before/after check calls the same `score`.
+run's before/after check goes through the same `evaluate_policy` (before: cached, `before_rl`).
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def before_rl(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]],
     from care.cache import build_once
     from care.distributed import is_main_process
 
-    out = Path(cfg.cache_dir) / "eval" / f"before-{before_key(cfg, policy_dir, benchmarks, macro_of)}"
+    out = Path(cfg.cache_dir).expanduser() / "eval" / f"before-{before_key(cfg, policy_dir, benchmarks, macro_of)}"
     staging = out.parent / f".{out.name}.staging-{os.getpid()}"
 
     def evaluate() -> dict:

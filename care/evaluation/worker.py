@@ -88,7 +88,9 @@ def run_child(cfg: Config, source: str, benchmarks: dict[str, list[Record]], see
     """This rank's samples {(benchmark, seed): samples}, made by a fresh process on `gpus`."""
     from care.evaluation.protocol import read_samples
 
-    with tempfile.TemporaryDirectory(dir=cfg.cache_dir, prefix=".eval-child-") as scratch:
+    cache_dir = Path(cfg.cache_dir).expanduser()
+    cache_dir.mkdir(parents=True, exist_ok=True)  # task=eval on a checkpoint may be its first use
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".eval-child-") as scratch:
         scratch = Path(scratch)
         for name, records in benchmarks.items():
             save_records(records, scratch / "records" / name)
@@ -108,12 +110,14 @@ def run_child(cfg: Config, source: str, benchmarks: dict[str, list[Record]], see
 
 
 def main(spec_path: str) -> None:
+    import torch
     from omegaconf import OmegaConf
 
     from care.evaluation.protocol import sample, write_samples
 
     spec = json.loads(Path(spec_path).read_text())
     cfg: Config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), spec["config"]))
+    torch.set_num_threads(cfg.threads)  # the job's share of the machine's cores (HF on CPU)
     scratch = Path(spec["dir"])
     benchmarks = {name: load_records(scratch / "records" / name) for name in spec["benchmarks"]}
     max_images = max((len(r.images) for records in benchmarks.values() for r in records), default=1)
