@@ -128,6 +128,22 @@ def gpu_hours(cfg: Config, gpus: int) -> dict:
                         "peak_flops": PEAK_FLOPS, "mean_length_fraction": MEAN_LENGTH_FRACTION}}
 
 
+def eval_cost(cfg: Config) -> dict:
+    """One before/after phase: each benchmark of eval.benchmarks (its spec's `approx_rows`, cut to
+    eval.limit) plus the held-out slice, once per seed, decoded at the rollouts' assumed rate with
+    responses at MEAN_LENGTH_FRACTION of eval.max_new_tokens. Before is shared by the runs of a sweep
+    that start from the same cold start; after is each run's own."""
+    from care.data.adapters.registry import get_spec
+
+    ev, s = cfg.eval, sizes(cfg.backbone)
+    rows = [get_spec(name).approx_rows for name in ev.benchmarks if name != "synthetic"] + [cfg.data.eval_size]
+    prompts = sum(min(n, ev.limit) if ev.limit else n for n in rows)
+    generations = prompts * (len(ev.seeds) if ev.do_sample else 1)
+    decode_rate = ASSUMED_DECODE_TOKENS_PER_S_7B * 7e9 / s.num_params
+    hours = generations * MEAN_LENGTH_FRACTION * ev.max_new_tokens / decode_rate / 3600
+    return {"eval_generations_per_phase": generations, "eval_gpu_hours_per_phase": round(hours, 1)}
+
+
 def train_prompts(cfg: Config) -> int:
     """How many prompts one epoch is: data.train_size, or (loading no data) the set's approximate size
     (its spec's `approx_rows`) minus the hold-out."""
@@ -163,7 +179,7 @@ def plan_job(cfg: Config, gpus: int | None = None, overrides: list[str] | None =
         "fits": not gpus or memory["peak"] <= cfg.cluster.gpu_mem_gb,
     }
     if gpus:
-        job.update(gpu_hours(cfg, gpus))
+        job.update(gpu_hours(cfg, gpus), eval_engine=cfg.eval.engine, **eval_cost(cfg))
     return job
 
 
@@ -217,6 +233,9 @@ def describe(job: dict) -> str:
         a = job["assumed"]
         lines.append(f"  cost: ~{job['gpu_hours']} GPU-hours (assuming {a['decode_tokens_per_s_per_gpu']} decoded "
                      f"tokens/s per GPU, MFU {a['mfu']}, mean lengths {a['mean_length_fraction']} of the limits)")
+        lines.append(f"  before/after check (eval.engine={job['eval_engine']}): {job['eval_generations_per_phase']} "
+                     f"generations per phase, ~{job['eval_gpu_hours_per_phase']} GPU-hours each at that decode rate "
+                     "(before is shared by the runs that start from the same cold start)")
     return "\n".join(lines)
 
 

@@ -48,6 +48,22 @@ def test_plan_of_paper_backbones_on_slurm(tmp_path):
     assert ddp["memory_gib"]["optimizer"] > 60  # 8.3B params x 8 bytes of AdamW state, unsharded
 
 
+def test_the_before_after_check_is_priced_from_the_benchmark_sizes():
+    """eval=paper6 under the recipe: the six benchmarks' 12,340 prompts (docs/paper_eval.md) and the 256
+    held out, 5 seeds each, per phase, on vLLM; eval.limit and greedy decoding shrink it."""
+    from care.plan import ASSUMED_DECODE_TOKENS_PER_S_7B, MEAN_LENGTH_FRACTION
+
+    cfg = composed("backbone=qwen2_5_vl_7b", "eval=paper6")
+    job = plan_job(cfg, gpus=8)
+    assert job["eval_engine"] == "vllm" and job["eval_generations_per_phase"] == (12_340 + 256) * 5
+    rate = ASSUMED_DECODE_TOKENS_PER_S_7B * 7e9 / sizes(cfg.backbone).num_params
+    hours = job["eval_generations_per_phase"] * MEAN_LENGTH_FRACTION * 2048 / rate / 3600
+    assert job["eval_gpu_hours_per_phase"] == round(hours, 1) > 0
+    small = plan_job(composed("backbone=qwen2_5_vl_7b", "eval=paper6", "eval.limit=100", "eval.do_sample=false"),
+                     gpus=8)
+    assert small["eval_generations_per_phase"] == 7 * 100  # six benchmarks and the held-out slice, one pass
+
+
 def test_plan_lists_every_job_of_a_sweep_from_one_process(tmp_path):
     result, jobs = plan("sweep=main", "cluster=slurm", tmp_path=tmp_path)
     assert len(jobs) == 60  # 4 methods x 3 backbones x 5 seeds, as `python run.py sweep=main` would queue

@@ -29,8 +29,8 @@ class DatasetSpec:
     hub_configs: tuple[str | None, ...] = (None,)  # several are concatenated in order (MMMU subjects)
     hub_image_archive: str | None = None  # a zip in the hub repo holding images the rows name by path
     components: tuple[str, ...] = ()
-    # rows of the default split, for estimates that load no data (task=plan); care_mix: the paper's
-    # 49.3K after deduplication, not the components' sum
+    # rows of the default split, for estimates that load no data (task=plan; docs/paper_eval.md's table);
+    # care_mix: the paper's 49.3K after deduplication, not the components' sum
     approx_rows: int | None = None
 
     @property
@@ -45,15 +45,16 @@ SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("virl39k", "train", "TIGER-Lab/ViRL39K", "train", training.virl39k,
                 hub_image_archive="images.zip", approx_rows=38_870),
     DatasetSpec("care_mix", "train", None, "train", None, components=CARE_MIX_COMPONENTS, approx_rows=49_300),
-    DatasetSpec("mathvista", "benchmark", "AI4Math/MathVista", "testmini", benchmarks.mathvista),
+    DatasetSpec("mathvista", "benchmark", "AI4Math/MathVista", "testmini", benchmarks.mathvista, approx_rows=1_000),
     DatasetSpec("mathverse", "benchmark", "AI4Math/MathVerse", "testmini", benchmarks.mathverse,
-                hub_configs=("testmini",)),
-    DatasetSpec("mathvision", "benchmark", "MathLLMs/MathVision", "test", benchmarks.mathvision),
-    DatasetSpec("mmmu", "benchmark", "MMMU/MMMU", "validation", benchmarks.mmmu, hub_configs=MMMU_SUBJECTS),
+                hub_configs=("testmini",), approx_rows=3_940),
+    DatasetSpec("mathvision", "benchmark", "MathLLMs/MathVision", "test", benchmarks.mathvision, approx_rows=3_040),
+    DatasetSpec("mmmu", "benchmark", "MMMU/MMMU", "validation", benchmarks.mmmu, hub_configs=MMMU_SUBJECTS,
+                approx_rows=900),
     DatasetSpec("mmmu_pro_standard", "benchmark", "MMMU/MMMU_Pro", "test", benchmarks.mmmu_pro_standard,
-                hub_configs=("standard (10 options)",)),
+                hub_configs=("standard (10 options)",), approx_rows=1_730),
     DatasetSpec("mmmu_pro_vision", "benchmark", "MMMU/MMMU_Pro", "test", benchmarks.mmmu_pro_vision,
-                hub_configs=("vision",)),
+                hub_configs=("vision",), approx_rows=1_730),
 )}
 DATASET_NAMES = tuple(SPECS)
 
