@@ -9,15 +9,17 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def build_once(out_dir: Path, train: Callable, save: Callable, marker: str = "config.json") -> Path:
-    """`out_dir` holding what `train()` made and `save(out_dir, made)` wrote, built by one job only;
-    it is done once `out_dir/marker` exists (save writes it last, or renames a finished directory in).
+def build_once(out_dir: Path, train: Callable, save: Callable | None = None, marker: str = "config.json") -> Path:
+    """`out_dir` holding what `train()` made and `save(out_dir, made)` wrote (without `save`, `train`
+    publishes `out_dir` itself), built by one job only; it is done once `out_dir/marker` exists (written
+    last, or inside a finished folder renamed into place).
 
     A file lock beside `out_dir` (filelock: an OS lock, released if its holder dies, so a killed job
     leaves no stale lock) serialises jobs that need the same thing (a cold start, before-RL scores):
-    whoever gets it first builds, the others find `out_dir` done and reuse it. Inside a multi-process job only rank 0 takes the lock,
-    all ranks train together and rank 0 saves. While another job builds, every rank waits on the lock
-    itself rather than in a collective, which would time out during an hours-long build.
+    whoever gets it first builds, the others find `out_dir` done and reuse it. Inside a multi-process
+    job only rank 0 takes the lock, all ranks train together and rank 0 saves. While another job
+    builds, every rank waits on the lock itself rather than in a collective, which would time out
+    during an hours-long build.
     """
     from filelock import FileLock, Timeout
 
@@ -42,7 +44,7 @@ def build_once(out_dir: Path, train: Callable, save: Callable, marker: str = "co
         try:
             if state == "build":
                 made = train()
-                if is_main_process():
+                if save is not None and is_main_process():
                     save(out_dir, made)
                 wait_for_everyone()  # the others read what rank 0 saved
             else:

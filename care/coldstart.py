@@ -141,20 +141,18 @@ def cold_start_policy(cfg: Config, train_records, backbone_dir: str, cache_dir: 
         key = cold_start_key(cfg, backbone_dir)
     out_dir = cache_dir / "cold_start" / f"{cfg.backbone.name}-{name}-{key}"
     return str(build_once(out_dir, lambda: sft_trainer(cfg, train_records, backbone_dir, cache_dir, out_dir),
-                          save_policy))
+                          publish))
 
 
-def save_policy(out_dir: Path, made) -> None:
-    """Rank 0: the processor beside the weights every rank saved, then publish the folder whole."""
-    staging, processor = made
-    processor.save_pretrained(staging)
+def publish(out_dir: Path, staging: Path) -> None:
+    """Rank 0: the folder every rank saved into (weights and processor) becomes `out_dir` whole."""
     os.rename(staging, out_dir)
 
 
 def sft_trainer(cfg: Config, train_records, backbone_dir: str, cache_dir: Path, out_dir: Path):
     """Fine-tune the backbone on the cold start's rows, sharded as `parallel=` says (a 7B model's
     AdamW state does not fit one GPU); every rank saves the whole model into a staging folder beside
-    `out_dir` (rank 0 writes). Returns (staging folder, processor)."""
+    `out_dir` (rank 0 writes, the processor with the weights). Returns the staging folder."""
     from datasets import Dataset, Image, List
     from trl import SFTConfig, SFTTrainer
 
@@ -190,7 +188,7 @@ def sft_trainer(cfg: Config, train_records, backbone_dir: str, cache_dir: Path, 
     if is_main_process():  # what a builder killed mid-save left
         shutil.rmtree(staging, ignore_errors=True)
     save_whole_model(trainer, staging)
-    return staging, processor
+    return staging
 
 
 def batch_layout(batch_size: int, micro_batch_size: int | None, processes: int) -> tuple[int, int]:

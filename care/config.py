@@ -568,3 +568,11 @@ class Config:
             raise ValueError(f"backbone.dtype={self.backbone.dtype!r} would train {self.backbone.name}'s weights in "
                              "that dtype under AdamW (a 1e-6 update vanishes in bf16); accepted: backbone.dtype="
                              "float32 with rl.compute_dtype=bfloat16 (mixed precision)")
+
+
+def config_from_dict(values: Any) -> Config:
+    """A typed, value-checked Config from a plain dict or DictConfig (a job's composed config, or
+    `asdict(cfg)` sent to another process)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), values))

@@ -44,8 +44,18 @@ def join_process_group():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
+def rank() -> int:
+    """This process's rank in the job (0 alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    """This process's index on its node: which of the node's GPUs is its own."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    return rank() == 0
 
 
 def wait_for_everyone() -> None:

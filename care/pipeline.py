@@ -90,7 +90,7 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
     from care.coldstart import cold_start_policy
     from care.data.training import prepare
     from care.evaluation.harness import before_after_benchmarks, before_rl, evaluate_policy, flat
-    from care.models import load_processor, resolve_backbone
+    from care.models import resolve_backbone
 
     started = time.time()
     seed_everything(cfg.seed, cfg.threads)
@@ -110,8 +110,7 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
     trained = files.dir / "policy"
     rl = files.read_rl_done()
     if rl is None:
-        processor = load_processor(policy_dir, cfg.backbone.family, cfg.backbone.min_pixels, cfg.backbone.max_pixels)
-        rl = _reinforce(cfg, files, mirror, data.train, policy_dir, processor, trained)
+        rl = _reinforce(cfg, files, mirror, data.train, policy_dir, trained)
     else:  # requeued after RL finished: only the after-RL check was left to do
         log.info("%s holds RL's end (step %d); evaluating it", trained, rl["global_step"])
         if files.writer:  # a kill between rl_done.json and the clean-up left them
@@ -130,7 +129,7 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
     return final
 
 
-def _reinforce(cfg: Config, files: RunFiles, mirror: WandbMirror, train_records, policy_dir: str, processor,
+def _reinforce(cfg: Config, files: RunFiles, mirror: WandbMirror, train_records, policy_dir: str,
                trained: Path) -> dict:
     """RL from `policy_dir`, resuming from the newest checkpoint; saves the policy to `trained`, frees
     the trainer (the after-RL check loads what was saved) and records RL's end in rl_done.json."""
@@ -138,10 +137,12 @@ def _reinforce(cfg: Config, files: RunFiles, mirror: WandbMirror, train_records,
 
     from care.data.schema import to_prompt_row
     from care.distributed import wait_for_everyone
+    from care.models import load_processor
     from care.sharding import save_whole_model
     from care.trainer import MetricsCallback, build_trainer
 
     seed_everything(cfg.seed, cfg.threads)
+    processor = load_processor(policy_dir, cfg.backbone.family, cfg.backbone.min_pixels, cfg.backbone.max_pixels)
     dataset = Dataset.from_list([to_prompt_row(r) for r in train_records])
     checkpoints = files.dir / "checkpoints"
     trainer = build_trainer(cfg, policy_dir, processor, dataset, checkpoints,
@@ -157,9 +158,7 @@ def _reinforce(cfg: Config, files: RunFiles, mirror: WandbMirror, train_records,
     trainer.train(resume_from_checkpoint=resume_from)
     rl = {"global_step": trainer.state.global_step, "processes": trainer.accelerator.num_processes,
           "rl_s": time.time() - rl_started}
-    save_whole_model(trainer, trained)  # every rank gathers, rank 0 writes
-    if files.writer:
-        processor.save_pretrained(trained)
+    save_whole_model(trainer, trained)  # every rank gathers, rank 0 writes (the processor too)
     trainer.accelerator.free_memory()
     del trainer
     free_accelerator_memory()

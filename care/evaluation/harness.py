@@ -9,14 +9,13 @@ run's before/after check goes through the same `evaluate_policy` (before: cached
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
 from pathlib import Path
 
 from care.config import Config, EvalConfig
 from care.data.schema import Record
-from care.evaluation.protocol import sample, summarize, write_samples
+from care.evaluation.protocol import load_engine, sample, summarize, write_samples
 from care.tracking import RunFiles
 
 
@@ -60,17 +59,18 @@ def share(records: list[Record], part: int, parts: int) -> list[Record]:
     return records[n * part // parts:n * (part + 1) // parts]
 
 
-def rank_samples(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]], seeds: list[int],
-                 model=None, processor=None) -> dict[tuple[str, int], list[dict]]:
-    """This process's share of every (benchmark, seed) pass, as verified samples.
+def rank_samples(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]],
+                 seeds: list[int]) -> dict[tuple[str, int], list[dict]]:
+    """This process's share of every (benchmark, seed) pass over the policy in `policy_dir`, as
+    verified samples.
 
-    The job's processes split each benchmark between them. HF generate runs here, on `model` when
-    given (else `policy_dir` is loaded); vLLM (and HF with `eval.isolate`) runs in a child process
-    per engine (care.evaluation.worker), an engine of `eval.vllm_tensor_parallel_size` GPUs.
+    The job's processes split each benchmark between them. HF generate runs here; vLLM (and HF with
+    `eval.isolate`) runs in a child process per engine (care.evaluation.worker), an engine of
+    `eval.vllm_tensor_parallel_size` GPUs.
     """
-    from care.distributed import world_size
+    from care.distributed import local_rank, rank, world_size
 
-    rank, world = int(os.environ.get("RANK", "0")), world_size()
+    me, world = rank(), world_size()
     if cfg.eval.engine == "vllm" or cfg.eval.isolate:
         from care.evaluation.worker import child_gpus, run_child
 
@@ -78,15 +78,12 @@ def rank_samples(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record
         if world % tp:
             raise ValueError(f"eval.vllm_tensor_parallel_size={tp} does not divide this job's {world} processes; "
                              "choose a divisor, or 1 (one engine per GPU)")
-        if rank % tp:  # this GPU serves the engine of the rank below it
+        if me % tp:  # this GPU serves the engine of the rank below it
             return {(name, seed): [] for name in benchmarks for seed in seeds}
-        mine = {name: share(records, rank // tp, world // tp) for name, records in benchmarks.items()}
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        return run_child(cfg, policy_dir, mine, seeds, child_gpus(local_rank, tp))
-    if model is None:
-        from care.models import load_backbone
-        model, processor, _ = load_backbone(cfg.backbone, cfg.cache_dir, source=policy_dir)
-    return {(name, seed): sample(model, processor, share(records, rank, world), cfg.eval, seed=seed, benchmark=name)
+        mine = {name: share(records, me // tp, world // tp) for name, records in benchmarks.items()}
+        return run_child(cfg, policy_dir, mine, seeds, child_gpus(local_rank(), tp))
+    model, processor = load_engine(cfg, policy_dir)
+    return {(name, seed): sample(model, processor, share(records, me, world), cfg.eval, seed=seed, benchmark=name)
             for seed in seeds for name, records in benchmarks.items()}
 
 
@@ -122,10 +119,9 @@ def score(samples: dict[tuple[str, int], list[dict]], benchmarks: dict[str, list
 
 
 def evaluate_policy(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]], out_dir: Path | None,
-                    tag: str = "", macro_of: list[str] | None = None, model=None, processor=None) -> dict:
-    """Score the policy in `policy_dir` (or `model`, already loaded from it) on `benchmarks`."""
-    seeds = eval_seeds(cfg.eval)
-    samples = rank_samples(cfg, policy_dir, benchmarks, seeds, model=model, processor=processor)
+                    tag: str = "", macro_of: list[str] | None = None) -> dict:
+    """Score the policy in `policy_dir` on `benchmarks`."""
+    samples = rank_samples(cfg, policy_dir, benchmarks, eval_seeds(cfg.eval))
     return score(samples, benchmarks, cfg.eval, out_dir, tag=tag, macro_of=macro_of)
 
 
@@ -160,23 +156,23 @@ def before_rl(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]],
     evaluates (under a lock, as the cold start is built) into `cache_dir/eval/before-<key>/`, the
     others wait and reuse it. The run's own eval/ gets a copy of the per-sample files.
     """
-    from care.atomic import write_json_atomic
+    from contextlib import nullcontext
+
+    from care.atomic import staged_directory, write_json_atomic
     from care.cache import build_once
     from care.distributed import is_main_process
 
     out = Path(cfg.cache_dir).expanduser() / "eval" / f"before-{before_key(cfg, policy_dir, benchmarks, macro_of)}"
-    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
 
-    def evaluate() -> dict:
-        return evaluate_policy(cfg, policy_dir, benchmarks, staging if is_main_process() else None,
-                               tag="before-", macro_of=macro_of)
+    def evaluate() -> None:
+        """Every rank scores its share; rank 0 writes the samples and the scores into a folder that
+        is published as `out` whole (or dropped, if the evaluation fails)."""
+        with staged_directory(out) if is_main_process() else nullcontext() as staging:
+            metrics = evaluate_policy(cfg, policy_dir, benchmarks, staging, tag="before-", macro_of=macro_of)
+            if staging is not None:
+                write_json_atomic(staging / "eval_metrics.json", {**metrics, "checkpoint": policy_dir})
 
-    def save(target: Path, metrics: dict) -> None:
-        staging.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(staging / "eval_metrics.json", {**metrics, "checkpoint": policy_dir})
-        os.replace(staging, target)
-
-    build_once(out, evaluate, save, marker="eval_metrics.json")
+    build_once(out, evaluate, marker="eval_metrics.json")
     if eval_dir is not None:
         eval_dir.mkdir(parents=True, exist_ok=True)
         for path in out.glob("before-*.jsonl"):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from care.config import EvalConfig
+from care.config import Config, EvalConfig
 from care.data.schema import Record, render_prompt
 
 
@@ -49,6 +49,25 @@ class VllmEngine:
         requests = [{"prompt": text, **({"multi_modal_data": {"image": list(imgs)}} if imgs else {})}
                     for text, imgs in zip(texts, images, strict=True)]
         return [output.outputs[0].text for output in self.llm.generate(requests, params, use_tqdm=False)]
+
+
+def load_engine(cfg: Config, source: str, max_images: int = 1):
+    """(model, processor) for the protocol on the policy in `source`: the HF model, or vLLM's offline
+    engine (`eval.engine=vllm`) for prompts of up to `max_images` images."""
+    from care.models import load_backbone, load_processor
+
+    if cfg.eval.engine != "vllm":
+        model, processor, _ = load_backbone(cfg.backbone, cfg.cache_dir, source=source)
+        return model, processor
+    from care.models.loading import vllm_mm_processor_kwargs
+
+    caps = (cfg.backbone.min_pixels, cfg.backbone.max_pixels)  # the prompt text and vLLM's images agree
+    processor = load_processor(source, cfg.backbone.family, *caps)
+    model = VllmEngine(source, dtype=cfg.rl.compute_dtype, max_images=max(1, max_images),
+                       gpu_memory_utilization=cfg.eval.vllm_gpu_memory_utilization,
+                       tensor_parallel_size=cfg.eval.vllm_tensor_parallel_size,
+                       mm_processor_kwargs=vllm_mm_processor_kwargs(*caps))
+    return model, processor
 
 
 @torch.no_grad()

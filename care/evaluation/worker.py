@@ -49,25 +49,6 @@ def load_records(directory: Path) -> list[Record]:
     return [Record(**{**row, "meta": json.loads(row["meta"])}) for row in load_from_disk(str(directory))]
 
 
-def load_engine(cfg: Config, source: str, max_images: int):
-    """(model, processor) for the protocol: vLLM's offline engine or the HF model, both on `source`."""
-    from care.models import load_backbone, load_processor
-
-    if cfg.eval.engine != "vllm":
-        model, processor, _ = load_backbone(cfg.backbone, cfg.cache_dir, source=source)
-        return model, processor
-    from care.evaluation.protocol import VllmEngine
-    from care.models.loading import vllm_mm_processor_kwargs
-
-    caps = (cfg.backbone.min_pixels, cfg.backbone.max_pixels)  # the prompt text and vLLM's images agree
-    processor = load_processor(source, cfg.backbone.family, *caps)
-    model = VllmEngine(source, dtype=cfg.rl.compute_dtype, max_images=max(1, max_images),
-                       gpu_memory_utilization=cfg.eval.vllm_gpu_memory_utilization,
-                       tensor_parallel_size=cfg.eval.vllm_tensor_parallel_size,
-                       mm_processor_kwargs=vllm_mm_processor_kwargs(*caps))
-    return model, processor
-
-
 def child_gpus(first: int, count: int) -> str | None:
     """CUDA_VISIBLE_DEVICES for a child using `count` GPUs from this node's `first`; None without GPUs."""
     import torch
@@ -111,12 +92,12 @@ def run_child(cfg: Config, source: str, benchmarks: dict[str, list[Record]], see
 
 def main(spec_path: str) -> None:
     import torch
-    from omegaconf import OmegaConf
 
-    from care.evaluation.protocol import sample, write_samples
+    from care.config import config_from_dict
+    from care.evaluation.protocol import load_engine, sample, write_samples
 
     spec = json.loads(Path(spec_path).read_text())
-    cfg: Config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), spec["config"]))
+    cfg = config_from_dict(spec["config"])
     torch.set_num_threads(cfg.threads)  # the job's share of the machine's cores (HF on CPU)
     scratch = Path(spec["dir"])
     benchmarks = {name: load_records(scratch / "records" / name) for name in spec["benchmarks"]}

@@ -8,7 +8,6 @@ HF_HUB_OFFLINE=1 a missing hub snapshot fails at once with an error naming
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import torch
@@ -101,5 +100,7 @@ def load_backbone(cfg: BackboneConfig, cache_dir: str | Path, source: str | None
     model = AutoModelForImageTextToText.from_pretrained(
         source, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation)
     if torch.cuda.is_available():  # this process's GPU (one process per GPU)
-        model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+        from care.distributed import local_rank
+
+        model.to(f"cuda:{local_rank()}")
     return model, load_processor(source, cfg.family, cfg.min_pixels, cfg.max_pixels), source

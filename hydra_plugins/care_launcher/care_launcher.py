@@ -96,7 +96,7 @@ class JobChecks:
     """Compose and validate every job of a sweep before the first one starts or is queued."""
 
     def checked_job_configs(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
-        from care.config import Config
+        from care.config import config_from_dict
         from care.pipeline import preflight
 
         configs, preflighted = [], set()
@@ -104,7 +104,7 @@ class JobChecks:
             config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             job = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
             try:
-                job = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), job))
+                job = config_from_dict(job)
                 # what preflight looks at; a 60-job sweep over 3 backbones checks 3 backbones
                 self.check_resources(job)
                 key = repr((job.task, job.backbone, job.checkpoint, job.rollout, job.eval, job.cold_start, job.data))
