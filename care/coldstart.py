@@ -9,8 +9,9 @@
 - `checkpoint`: `cold_start.checkpoint`, a cold-started policy made elsewhere, used as is.
 - `none`: RL starts from the backbone.
 
-A built cold start is cached under a hash of everything that shapes it (backbone, settings, seed and,
-for `sft`, the data files' bytes), so every RL run of a sweep reuses one. A file lock makes the first
+A built cold start is cached under a hash of everything that shapes it (backbone, settings, its own
+`cold_start.seed` and, for `sft`, the data files' bytes), so every RL run of a sweep reuses one: the RL
+`seed` is not part of it (cold start once, RL many times). A file lock makes the first
 job build it while the others wait and then reuse it, instead of all building the same thing.
 """
 
@@ -20,7 +21,6 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -41,7 +41,8 @@ SYNTHETIC_KEYS = ("num_demos", "reflection_fraction", "answer_slip", "reflection
 
 
 def cold_start_key(cfg: Config, backbone_source: str, data_digest: str | None = None) -> str:
-    """Hash of what shapes the cold start: backbone, training settings, seed, and its data.
+    """Hash of what shapes the cold start: backbone, training settings, `cold_start.seed`, and its data
+    (never the RL seed: every RL seed of a sweep starts from the same cold start).
 
     `synthetic`: the synthetic task's generator settings; `sft`: `data_digest`, the SFT files' content hash.
     """
@@ -53,7 +54,21 @@ def cold_start_key(cfg: Config, backbone_source: str, data_digest: str | None = 
     else:
         data = data_digest
     pixels = (cfg.backbone.min_pixels, cfg.backbone.max_pixels)  # the image tokens it trains on
-    return config_hash("cold_start/v5", cs.name, cfg.backbone.name, backbone_source, pixels, data, settings, cfg.seed)
+    return config_hash("cold_start/v5", cs.name, cfg.backbone.name, backbone_source, pixels, data, settings, cs.seed)
+
+
+def cold_start_dir(cfg: Config, backbone_dir: str, cache_dir: Path) -> Path | None:
+    """Where this config's cold start is (or will be) built in the cache; None when nothing is built
+    (`cold_start=none` or `checkpoint`). Reads the SFT files' bytes for their digest, loads no weights."""
+    name = cfg.cold_start.name
+    if name in ("none", "checkpoint"):
+        return None
+    if name == "sft":
+        from care.sft_files import content_digest
+        key = cold_start_key(cfg, backbone_dir, content_digest(cfg.cold_start.path))
+    else:
+        key = cold_start_key(cfg, backbone_dir)
+    return Path(cache_dir) / "cold_start" / f"{cfg.backbone.name}-{name}-{key}"
 
 
 def demonstration_rows(records, num_demos: int, reflection_fraction: float, answer_slip: float,
@@ -113,11 +128,21 @@ def mask_after_cue(collator, tokenizer, cue: str):
 
 
 def check_cold_start(cfg: Config) -> None:
-    """Cheap checks that fail before any work is queued (the full SFT data check runs before its build)."""
+    """Cheap checks that fail before any work is queued (the full SFT data check runs before its build).
+
+    A choice without its key is refused here, not at composition, so task=plan composes without data.
+    """
     cs = cfg.cold_start
     if cs.name == "synthetic" and cfg.data.name != "synthetic":
         raise ValueError(f"cold_start=synthetic builds demonstrations of the synthetic task, but data.name="
                          f"{cfg.data.name!r}; choose cold_start=sft (with cold_start.path), checkpoint or none")
+    if cs.name == "sft" and not cs.path:
+        raise ValueError("cold_start=sft needs cold_start.path (a file or folder of SFT conversations, e.g. a "
+                         "local copy of Vision-R1-cold), or data_root=DIR holding DIR/vision_r1_cold; "
+                         "got cold_start.path=None")
+    if cs.name == "checkpoint" and not cs.checkpoint:
+        raise ValueError("cold_start=checkpoint needs cold_start.checkpoint=/dir/of/a/cold-started/policy; "
+                         "got cold_start.checkpoint=None")
     if cs.name == "sft":
         from care.sft_files import data_files
         data_files(cs.path)
@@ -128,37 +153,53 @@ def check_cold_start(cfg: Config) -> None:
 
 def cold_start_policy(cfg: Config, train_records, backbone_dir: str, cache_dir: Path) -> str:
     """The directory RL starts from, as `cold_start.name` says; builds (once per key) what needs building."""
+    from care.distributed import is_main_process
+
     check_cold_start(cfg)
-    name = cfg.cold_start.name
-    if name == "none":
+    if cfg.cold_start.name == "none":
         return backbone_dir
-    if name == "checkpoint":
+    if cfg.cold_start.name == "checkpoint":
         return str(Path(cfg.cold_start.checkpoint).expanduser().resolve())
-    if name == "sft":
-        from care.sft_files import content_digest
-        key = cold_start_key(cfg, backbone_dir, content_digest(cfg.cold_start.path))
-    else:
-        key = cold_start_key(cfg, backbone_dir)
-    out_dir = cache_dir / "cold_start" / f"{cfg.backbone.name}-{name}-{key}"
-    return str(build_once(out_dir, lambda: sft_trainer(cfg, train_records, backbone_dir, cache_dir, out_dir),
-                          publish))
+    out_dir = cold_start_dir(cfg, backbone_dir, cache_dir)
+    built = build_once(out_dir, lambda: sft_trainer(cfg, train_records, backbone_dir, cache_dir, out_dir), publish)
+    if is_main_process():  # a kill between publish's rename and its clean-up left them (tens of GB at 7B)
+        shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
+    return str(built)
+
+
+def checkpoint_dir(out_dir: Path) -> Path:
+    """Where the cold start being built into `out_dir` keeps its Trainer checkpoints: beside it, in the cache,
+    so a killed or requeued build of the same key resumes from them."""
+    return out_dir.parent / f".{out_dir.name}.checkpoints"
 
 
 def publish(out_dir: Path, staging: Path) -> None:
-    """Rank 0: the folder every rank saved into (weights and processor) becomes `out_dir` whole."""
+    """Rank 0: the folder every rank saved into (weights and processor) becomes `out_dir` whole; its
+    checkpoints are not needed any more."""
     os.rename(staging, out_dir)
+    shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
 
 
 def sft_trainer(cfg: Config, train_records, backbone_dir: str, cache_dir: Path, out_dir: Path):
     """Fine-tune the backbone on the cold start's rows, sharded as `parallel=` says (a 7B model's
     AdamW state does not fit one GPU); every rank saves the whole model into a staging folder beside
-    `out_dir` (rank 0 writes, the processor with the weights). Returns the staging folder."""
+    `out_dir` (rank 0 writes, the processor with the weights). Returns the staging folder.
+
+    Checkpoints every `cold_start.save_steps` optimizer steps into `checkpoint_dir(out_dir)` (the last
+    two kept), and resumes from the newest complete one there: a build killed, preempted or requeued at
+    its time limit (submitit requeues the job, which starts over and comes back here) loses at most
+    `save_steps` steps, as RL does.
+    """
     from datasets import Dataset, Image, List
     from trl import SFTConfig, SFTTrainer
 
+    from care.checkpoints import ResumableTrainer, resume_point
     from care.distributed import is_main_process, world_size
     from care.sharding import ShardingCheck, save_whole_model
     from care.trainer.build import device_args, parallel_args
+
+    class ColdStartTrainer(ResumableTrainer, SFTTrainer):
+        """TRL's SFTTrainer, resuming every weight of a checkpoint (care.checkpoints.ResumableTrainer)."""
 
     cs = cfg.cold_start
     if cs.name == "sft":  # read and check every record and image before loading any weights
@@ -166,24 +207,28 @@ def sft_trainer(cfg: Config, train_records, backbone_dir: str, cache_dir: Path, 
         dataset = Dataset.from_list(load_sft_rows(cs.path)).cast_column("images", List(Image()))
     else:
         dataset = Dataset.from_list(demonstration_rows(train_records, cs.num_demos, cs.reflection_fraction,
-                                                       cs.answer_slip, cfg.seed, cs.reflection_trace))
+                                                       cs.answer_slip, cs.seed, cs.reflection_trace))
     model, processor, _ = load_backbone(cfg.backbone, cache_dir, source=backbone_dir)
     per_device, accumulation = batch_layout(cs.batch_size, cs.micro_batch_size, world_size())
-    scratch = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".cold-start-"))
+    checkpoints = checkpoint_dir(out_dir)
     args = SFTConfig(  # the batch is split over processes, so its size does not depend on the job's layout
-        output_dir=str(scratch), per_device_train_batch_size=per_device, gradient_accumulation_steps=accumulation,
+        output_dir=str(checkpoints), per_device_train_batch_size=per_device, gradient_accumulation_steps=accumulation,
         num_train_epochs=cs.epochs, learning_rate=cs.learning_rate,
-        lr_scheduler_type="cosine", warmup_steps=cs.warmup_ratio, logging_steps=10, save_strategy="no", report_to=[],
-        **device_args(cfg), seed=cfg.seed, completion_only_loss=True, max_length=cs.max_length,
+        lr_scheduler_type="cosine", warmup_steps=cs.warmup_ratio, logging_steps=10, report_to=[],
+        save_strategy="steps", save_steps=cs.save_steps, save_total_limit=2, save_only_model=False,
+        **device_args(cfg), seed=cs.seed, completion_only_loss=True, max_length=cs.max_length,
         dataloader_num_workers=0, disable_tqdm=True, **parallel_args(cfg),
     )
     sharding_check = ShardingCheck(cfg.parallel.strategy, world_size(), cfg.parallel.activation_checkpointing)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                         callbacks=[sharding_check])
+    trainer = ColdStartTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                               callbacks=[sharding_check])
     if cs.name == "synthetic" and cs.reflection_loss == "after_cue":  # else TRL's collator trains the whole completion
         trainer.data_collator = mask_after_cue(trainer.data_collator, processor.tokenizer, CUE_TEMPLATES["structured"])
-    trainer.train()
-    shutil.rmtree(scratch, ignore_errors=True)
+    resume_from = resume_point(checkpoints)  # rank 0 picks; every rank resumes the same one
+    if resume_from is not None:
+        log.info("resuming the cold start from %s", resume_from)
+    trainer.train(resume_from_checkpoint=resume_from)
+    log.info("the cold start trained %d optimizer steps", trainer.state.global_step)
     staging = out_dir.parent / f".{out_dir.name}.staging"
     if is_main_process():  # what a builder killed mid-save left
         shutil.rmtree(staging, ignore_errors=True)

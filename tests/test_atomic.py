@@ -30,3 +30,20 @@ def test_the_first_publisher_wins_and_the_second_is_dropped(tmp_path):
         (first / "who").write_text("first")
     assert (target / "who").read_text() == "second"  # the inner block finished first
     assert [p.name for p in tmp_path.iterdir()] == ["backbone"]
+
+
+def test_published_files_and_folders_follow_the_umask_not_mkstemps_0600(tmp_path):
+    """A cache shared by a group (cold starts, before-RL scores) must be readable by its other users."""
+    import os
+
+    from care.atomic import staged_directory, write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "final.json", "{}")
+        with staged_directory(tmp_path / "entry") as staging:
+            (staging / "x").write_text("1")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "final.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "entry").stat().st_mode & 0o777 == 0o755

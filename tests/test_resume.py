@@ -79,7 +79,7 @@ def test_killed_run_resumes_with_no_step_lost_or_doubled(tmp_path, cache_dir, ti
 
 def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
     """By step number, never by name; one cut short by a kill (no or half a trainer_state.json) is skipped."""
-    from care.pipeline import newest_checkpoint
+    from care.checkpoints import newest_checkpoint
 
     assert newest_checkpoint(tmp_path / "missing") is None
     for step, state in ((2, "{}"), (10, "{}"), (11, '{"global_st'), (12, None)):

@@ -9,14 +9,18 @@ run's before/after check goes through the same `evaluate_policy` (before: cached
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 
 from care.config import Config, EvalConfig
 from care.data.schema import Record
 from care.evaluation.protocol import load_engine, sample, summarize, write_samples
 from care.tracking import RunFiles
+
+log = logging.getLogger(__name__)
 
 
 def benchmark_records(cfg: Config, name: str) -> list[Record]:
@@ -59,17 +63,24 @@ def share(records: list[Record], part: int, parts: int) -> list[Record]:
     return records[n * part // parts:n * (part + 1) // parts]
 
 
+def pass_file(tag: str, name: str, seed: int) -> str:
+    """The per-sample file of one (benchmark, seed) pass."""
+    return f"{tag}{name}-seed{seed}.jsonl"
+
+
 def rank_samples(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]],
-                 seeds: list[int]) -> dict[tuple[str, int], list[dict]]:
-    """This process's share of every (benchmark, seed) pass over the policy in `policy_dir`, as
-    verified samples.
+                 passes: list[tuple[str, int]]) -> Iterator[tuple[tuple[str, int], list[dict]]]:
+    """This process's share of each (benchmark, seed) pass of `passes` over the policy in `policy_dir`, as
+    verified samples, pass by pass in the order given (nothing is loaded when there is none).
 
     The job's processes split each benchmark between them. HF generate runs here; vLLM (and HF with
     `eval.isolate`) runs in a child process per engine (care.evaluation.worker), an engine of
-    `eval.vllm_tensor_parallel_size` GPUs.
+    `eval.vllm_tensor_parallel_size` GPUs, over all of `passes` at once.
     """
     from care.distributed import local_rank, rank, world_size
 
+    if not passes:
+        return
     me, world = rank(), world_size()
     if cfg.eval.engine == "vllm" or cfg.eval.isolate:
         from care.evaluation.worker import child_gpus, run_child
@@ -79,33 +90,62 @@ def rank_samples(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record
             raise ValueError(f"eval.vllm_tensor_parallel_size={tp} does not divide this job's {world} processes; "
                              "choose a divisor, or 1 (one engine per GPU)")
         if me % tp:  # this GPU serves the engine of the rank below it
-            return {(name, seed): [] for name in benchmarks for seed in seeds}
-        mine = {name: share(records, me // tp, world // tp) for name, records in benchmarks.items()}
-        return run_child(cfg, policy_dir, mine, seeds, child_gpus(local_rank(), tp))
+            yield from (((name, seed), []) for name, seed in passes)
+            return
+        names = [name for name in benchmarks if any(name == wanted for wanted, _ in passes)]
+        seeds = list(dict.fromkeys(seed for _, seed in passes))
+        mine = {name: share(benchmarks[name], me // tp, world // tp) for name in names}
+        made = run_child(cfg, policy_dir, mine, seeds, child_gpus(local_rank(), tp))
+        yield from ((done, made[done]) for done in passes)
+        return
     model, processor = load_engine(cfg, policy_dir)
-    return {(name, seed): sample(model, processor, share(records, me, world), cfg.eval, seed=seed, benchmark=name)
-            for seed in seeds for name, records in benchmarks.items()}
+    for name, seed in passes:
+        yield (name, seed), sample(model, processor, share(benchmarks[name], me, world), cfg.eval, seed=seed,
+                                   benchmark=name)
 
 
-def score(samples: dict[tuple[str, int], list[dict]], benchmarks: dict[str, list[Record]], cfg: EvalConfig,
-          out_dir: Path | None, tag: str = "", macro_of: list[str] | None = None) -> dict:
-    """Every process's samples joined (in rank order: each benchmark's records in order), written as
-    `<tag><benchmark>-seed<k>.jsonl` to `out_dir` (none when it is None); accuracy mean +- std over
-    seeds, the macro taken per seed over `macro_of` (default: every benchmark)."""
-    from accelerate.utils import gather_object
+def pass_accuracy(joined: list[dict], name: str) -> float:
+    """One pass's accuracy on benchmark `name` (percent; 0 for a benchmark without records)."""
+    return summarize(joined)["accuracy"][name] if joined else 0.0
 
-    from care.distributed import world_size
 
+def finished_passes(out_dir: Path | None, tag: str, benchmarks: dict[str, list[Record]],
+                    passes: list[tuple[str, int]]) -> dict[tuple[str, int], float]:
+    """The passes of `passes` whose file in `out_dir` is complete (published whole, one sample per record in
+    order), with their accuracy: what an evaluation killed midway had finished. Also removes the temporary
+    files of writes a kill cut short. Nothing without `out_dir` (the processes that do not write)."""
+    from care.evaluation.protocol import read_samples
+
+    done: dict[tuple[str, int], float] = {}
+    if out_dir is None:
+        return done
+    for name, seed in passes:
+        path = out_dir / pass_file(tag, name, seed)
+        for torn in out_dir.glob(f".{path.name}-*"):  # care.atomic's temporary file, left by a kill
+            torn.unlink(missing_ok=True)
+        if not path.is_file():
+            continue
+        try:
+            joined = read_samples(path)
+        except (OSError, ValueError):
+            joined = None
+        if joined is None or [(s.get("id"), s.get("benchmark")) for s in joined] != \
+                [(r.id, name) for r in benchmarks[name]]:
+            log.warning("%s does not hold this pass's samples (one per record, in order); evaluating it again", path)
+            continue
+        done[(name, seed)] = pass_accuracy(joined, name)
+    return done
+
+
+def score(accuracy: dict[tuple[str, int], float], benchmarks: dict[str, list[Record]], cfg: EvalConfig,
+          macro_of: list[str] | None = None) -> dict:
+    """Each (benchmark, seed) pass's accuracy summed up: accuracy mean +- std over seeds, the macro taken per
+    seed over `macro_of` (default: every benchmark)."""
     macro_of = list(benchmarks) if macro_of is None else macro_of
-    seeds = sorted({seed for _, seed in samples})
+    seeds = sorted({seed for _, seed in accuracy})
     per_seed: dict[int, dict[str, float]] = {seed: {} for seed in seeds}
-    for (name, seed), mine in sorted(samples.items()):
-        joined = gather_object(mine) if world_size() > 1 else mine
-        if len(joined) != len(benchmarks[name]):
-            raise RuntimeError(f"{name} seed {seed}: {len(joined)} samples for {len(benchmarks[name])} records")
-        if out_dir is not None:
-            write_samples(out_dir / f"{tag}{name}-seed{seed}.jsonl", joined)
-        per_seed[seed][name] = summarize(joined)["accuracy"][name] if joined else 0.0
+    for (name, seed), value in sorted(accuracy.items()):
+        per_seed[seed][name] = value
     return {
         "benchmarks": {name: mean_std([per_seed[s][name] for s in seeds]) for name in benchmarks},
         "macro": mean_std([statistics.fmean(per_seed[s][name] for name in macro_of) for s in seeds]),
@@ -120,9 +160,30 @@ def score(samples: dict[tuple[str, int], list[dict]], benchmarks: dict[str, list
 
 def evaluate_policy(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]], out_dir: Path | None,
                     tag: str = "", macro_of: list[str] | None = None) -> dict:
-    """Score the policy in `policy_dir` on `benchmarks`."""
-    samples = rank_samples(cfg, policy_dir, benchmarks, eval_seeds(cfg.eval))
-    return score(samples, benchmarks, cfg.eval, out_dir, tag=tag, macro_of=macro_of)
+    """Score the policy in `policy_dir` on `benchmarks`, one (benchmark, seed) pass at a time.
+
+    Every process's samples of a pass are joined (in rank order: each benchmark's records in order) and
+    published as `out_dir/<tag><benchmark>-seed<k>.jsonl` as soon as the pass is done (rank 0 writes,
+    atomically; nothing when `out_dir` is None). A pass whose file is already there, complete, is read
+    back instead of generated again, so an evaluation killed midway (a preempted or requeued job) resumes
+    with the passes it had finished: rank 0 decides which, every process skips the same.
+    """
+    from accelerate.utils import gather_object
+
+    from care.distributed import main_process_decides, world_size
+
+    passes = [(name, seed) for seed in eval_seeds(cfg.eval) for name in benchmarks]
+    accuracy = main_process_decides(finished_passes(out_dir, tag, benchmarks, passes))
+    if accuracy:
+        log.info("resuming evaluation: %d of %d passes done", len(accuracy), len(passes))
+    for (name, seed), mine in rank_samples(cfg, policy_dir, benchmarks, [p for p in passes if p not in accuracy]):
+        joined = gather_object(mine) if world_size() > 1 else mine
+        if len(joined) != len(benchmarks[name]):
+            raise RuntimeError(f"{name} seed {seed}: {len(joined)} samples for {len(benchmarks[name])} records")
+        if out_dir is not None:
+            write_samples(out_dir / pass_file(tag, name, seed), joined)
+        accuracy[(name, seed)] = pass_accuracy(joined, name)
+    return score(accuracy, benchmarks, cfg.eval, macro_of)
 
 
 def policy_fingerprint(policy_dir: str) -> list:
@@ -133,9 +194,10 @@ def policy_fingerprint(policy_dir: str) -> list:
 
 
 def before_key(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]], macro_of: list[str]) -> str:
-    """Everything the before-RL scores depend on: the policy, the protocol, the records, the engine,
-    the pixel caps and the job's width (HF batches differ with the share each process gets)."""
-    from care.distributed import world_size
+    """Everything the before-RL scores depend on: the policy, the protocol, the records, the engine and
+    the pixel caps. Not the width of the job that reads them: a sweep's before-RL phase is scored once,
+    by its own job, and runs of any width reuse it (eval_metrics.json records the processes that scored
+    it; sampled HF scores move with how the prompts were split, within sampling noise)."""
     from care.hashing import config_hash, digest
 
     ev = cfg.eval
@@ -144,41 +206,60 @@ def before_key(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]]
     records = {name: digest(*(f"{r.id}\t{r.answer}\n" for r in recs), length=16) for name, recs in benchmarks.items()}
     backbone = (cfg.backbone.name, cfg.backbone.dtype, cfg.backbone.attn_implementation, cfg.backbone.min_pixels,
                 cfg.backbone.max_pixels, cfg.rl.compute_dtype)
-    return config_hash("before/v1", policy_fingerprint(policy_dir), protocol, records, macro_of, backbone,
-                       world_size())
+    return config_hash("before/v2", policy_fingerprint(policy_dir), protocol, records, macro_of, backbone)
+
+
+def before_dir(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]], macro_of: list[str],
+               tag: str = "before-") -> Path:
+    """Where the before-RL scores of `policy_dir` under this protocol are cached (done once it holds
+    eval_metrics.json); tag `base-` holds the backbone's own scores (care.phases.BASE)."""
+    return Path(cfg.cache_dir).expanduser() / "eval" / f"{tag}{before_key(cfg, policy_dir, benchmarks, macro_of)}"
 
 
 def before_rl(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]], macro_of: list[str],
-              eval_dir: Path | None) -> dict:
+              eval_dir: Path | None, tag: str = "before-") -> dict:
     """The before-RL scores of the policy RL starts from, evaluated once per policy and protocol.
 
     Every RL run of a sweep that shares a cold start shares these scores: the first job to need them
     evaluates (under a lock, as the cold start is built) into `cache_dir/eval/before-<key>/`, the
     others wait and reuse it. The run's own eval/ gets a copy of the per-sample files.
     """
-    from contextlib import nullcontext
+    import os
 
-    from care.atomic import staged_directory, write_json_atomic
+    from care.atomic import write_json_atomic
     from care.cache import build_once
-    from care.distributed import is_main_process
+    from care.distributed import is_main_process, world_size
 
-    out = Path(cfg.cache_dir).expanduser() / "eval" / f"before-{before_key(cfg, policy_dir, benchmarks, macro_of)}"
+    out = before_dir(cfg, policy_dir, benchmarks, macro_of, tag)
 
     def evaluate() -> None:
-        """Every rank scores its share; rank 0 writes the samples and the scores into a folder that
-        is published as `out` whole (or dropped, if the evaluation fails)."""
-        with staged_directory(out) if is_main_process() else nullcontext() as staging:
-            metrics = evaluate_policy(cfg, policy_dir, benchmarks, staging, tag="before-", macro_of=macro_of)
-            if staging is not None:
-                write_json_atomic(staging / "eval_metrics.json", {**metrics, "checkpoint": policy_dir})
+        """Every rank scores its share; rank 0 publishes each finished pass into `.<out>.partial/`, which
+        outlives a kill (the next build of this key resumes from the passes there), then the scores beside
+        them, and renames the folder to `out` whole."""
+        partial = out.parent / f".{out.name}.partial"
+        if is_main_process():  # a killed build's finished passes stay; whatever else it left goes
+            partial.mkdir(parents=True, exist_ok=True)
+            passes = {pass_file(tag, name, seed) for seed in eval_seeds(cfg.eval) for name in benchmarks}
+            for path in partial.iterdir():
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.name not in passes:
+                    path.unlink()
+        metrics = evaluate_policy(cfg, policy_dir, benchmarks, partial if is_main_process() else None, tag=tag,
+                                  macro_of=macro_of)
+        if is_main_process():
+            write_json_atomic(partial / "eval_metrics.json",
+                              {**metrics, "checkpoint": policy_dir, "processes": world_size()})
+            os.rename(partial, out)
 
     build_once(out, evaluate, marker="eval_metrics.json")
     if eval_dir is not None:
         eval_dir.mkdir(parents=True, exist_ok=True)
-        for path in out.glob("before-*.jsonl"):
+        for path in out.glob(f"{tag}*.jsonl"):
             shutil.copyfile(path, eval_dir / path.name)
     metrics = json.loads((out / "eval_metrics.json").read_text())
     del metrics["checkpoint"]
+    metrics.pop("processes", None)
     return metrics
 
 
@@ -200,9 +281,24 @@ def run_eval(cfg: Config, files: RunFiles) -> dict:
     return {"after": flat(metrics), "eval": metrics}
 
 
-def check_benchmarks_reachable(cfg: Config) -> None:
-    """Read one record of each benchmark now, so a missing dataset fails before any work."""
+def check_benchmarks_reachable(cfg: Config, problems: list[str] | None = None) -> None:
+    """Read one record of each benchmark now, so a missing dataset fails before any work.
+
+    Every unreachable benchmark is named, not just the first: appended to `problems` when given (preflight
+    lists them with its other problems), else raised (one as it was raised, several in one ValueError).
+    """
+    from care.data.loading import load_records
+
+    errors: list[Exception] = []
     for name in cfg.eval.benchmarks:
         if name != "synthetic":
-            from care.data.loading import load_records
-            load_records(name, path=cfg.eval.paths.get(name), limit=1)
+            try:
+                load_records(name, path=cfg.eval.paths.get(name), limit=1)
+            except (ValueError, OSError) as err:  # DatasetUnavailable, MalformedRow, an image that does not open
+                errors.append(err)
+    if problems is not None:
+        problems += [str(err) for err in errors]
+    elif len(errors) == 1:
+        raise errors[0]
+    elif errors:
+        raise ValueError("; ".join(str(err) for err in errors))

@@ -115,10 +115,11 @@ def sample(model, processor, records: list[Record], cfg: EvalConfig, seed: int =
 
 
 def write_samples(path: Path, samples: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for s in samples:
-            f.write(json.dumps(s) + "\n")
+    """One JSON line per sample, written atomically: a file that exists holds its whole pass (an
+    evaluation resumed after a kill reads finished passes back, care.evaluation.harness)."""
+    from care.atomic import write_text_atomic
+
+    write_text_atomic(path, "".join(json.dumps(s) + "\n" for s in samples))
 
 
 def read_samples(path: Path) -> list[dict]:

@@ -9,12 +9,12 @@ listed, and checked against the installed TRL, in `care.trainer.trl_surface`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 from trl import GRPOTrainer
 
+from care.checkpoints import ResumableTrainer
 from care.config import RGRConfig
 from care.objective import (
     CareConfig,
@@ -62,7 +62,7 @@ class Features:
     per_token_logps: torch.Tensor  # [B, T] detached
 
 
-class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
+class CareGRPOTrainer(ResumableTrainer, ReflectionResampler, GRPOTrainer):
     """GRPOTrainer whose advantages come from `care.objective` when `algorithm == "care"`.
 
     One CARE step, in order (methods of this class unless named otherwise):
@@ -122,35 +122,6 @@ class CareGRPOTrainer(ReflectionResampler, GRPOTrainer):
         generate_every = self.args.steps_per_generation * self.num_iterations
         return (self.args.gradient_accumulation_steps % generate_every != 0
                 or (self.use_vllm and self.vllm_importance_sampling_correction))
-
-    def _load_optimizer_and_scheduler(self, checkpoint):
-        """transformers maps the optimizer state to args.device when several processes train; on
-        CPU that device is 'cpu:0', which torch.load cannot restore to, so a multi-process CPU job
-        (gloo) could never resume. Such jobs load the same files onto 'cpu'; all others go through TRL."""
-        cpu_processes = self.args.world_size > 1 and self.args.device.type == "cpu"
-        if checkpoint is None or not cpu_processes or self.is_fsdp_enabled or self.is_deepspeed_enabled:
-            return super()._load_optimizer_and_scheduler(checkpoint)
-        from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME
-
-        optimizer_file = os.path.join(checkpoint, OPTIMIZER_NAME)
-        if os.path.isfile(optimizer_file):
-            self.optimizer.load_state_dict(torch.load(optimizer_file, map_location="cpu", weights_only=True))
-            self.lr_scheduler.load_state_dict(torch.load(os.path.join(checkpoint, SCHEDULER_NAME), weights_only=True))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        """Resume with the checkpoint's weights, every one of them.
-
-        HF Trainer loads a checkpoint's raw safetensors keys with strict=False; transformers 5
-        saves Qwen-VL weights under their original hub names (model.layers.*), which match none
-        of the in-memory names (model.language_model.layers.*), so a resumed run silently kept
-        its initial weights. from_pretrained maps the names; strict=True makes a miss an error.
-        """
-        target = self.accelerator.unwrap_model(model if model is not None else self.model)
-        if self.is_fsdp_enabled or self.is_deepspeed_enabled or hasattr(target, "peft_config"):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        loaded = type(target).from_pretrained(resume_from_checkpoint, dtype=next(target.parameters()).dtype)
-        target.load_state_dict(loaded.state_dict(), strict=True)
-        del loaded
 
     # TRL gathers rewards across processes inside this call; keep them for the objective.
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
