@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path as hydra_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from care.config import Config
+from care.config import Config, make_paths_absolute
 
 ConfigStore.instance().store(name="care_schema", node=Config)
 
@@ -34,21 +34,16 @@ def to_absolute_path(path: str) -> str:
     return str(Path(launch_dir) / expanded) if launch_dir else hydra_absolute_path(path)
 
 
-# every config key that names a file or folder (and each of eval.paths): resolved against the launch directory
-PATH_KEYS = ("cache_dir", "checkpoint", "backbone.path", "cold_start.path", "cold_start.checkpoint", "data.path")
-
-
 def to_config(dcfg: DictConfig) -> Config:
-    """Typed, value-checked config (dataclass __post_init__ runs here), every path made absolute."""
-    cfg: Config = OmegaConf.to_object(dcfg)
-    keys = [key.rsplit(".", 1) if "." in key else ("", key) for key in PATH_KEYS]
-    keys += [("eval.paths", name) for name in vars(cfg.eval.paths)]
-    for parent, leaf in keys:
-        node = cfg
-        for part in filter(None, parent.split(".")):
-            node = getattr(node, part)
-        if getattr(node, leaf):
-            setattr(node, leaf, to_absolute_path(getattr(node, leaf)))
+    """Typed, value-checked config (dataclass __post_init__ runs here), every path made absolute, and the
+    data keys still unset filled from `data_root` (care.data_root; task=plan fills without checking the disk)."""
+    from care.data_root import apply_data_root
+    from care.preflight import problems_message
+
+    cfg = make_paths_absolute(OmegaConf.to_object(dcfg), to_absolute_path)
+    problems = apply_data_root(cfg, check=cfg.task != "plan")  # fills absolute paths: data_root is one now
+    if problems:
+        raise ValueError(problems_message(problems))
     return cfg
 
 
@@ -57,18 +52,20 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 def plan(argv: list[str]) -> None:
     """task=plan: expand the command line (and a sweep file's params) into jobs as Hydra's basic
-    sweeper would, compose and validate each, print its plan. No launcher, weights or GPU."""
+    sweeper would, compose and validate each, and hand them all to care.plan.plan_sweep, which plans
+    the RL jobs and the phases they share. No launcher, weights, data, paths or GPU."""
     from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from care.plan import launcher_gpus, plan_job, print_plan
+    from care.plan import plan_sweep, print_plan
 
-    overrides = [arg for arg in argv if arg not in ("-m", "--multirun")]
+    # task=plan is what to do with the jobs, not a job's task: each keeps its own (train, or a sweep's eval)
+    overrides = [arg for arg in argv if arg not in ("-m", "--multirun", "task=plan")]
     parser = OverridesParser.create()
     fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
-    planned, job = [], fixed
+    entries, job = [], fixed
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             sweeper = compose(config_name="config", overrides=fixed, return_hydra_config=True).hydra.sweeper
@@ -76,19 +73,25 @@ def plan(argv: list[str]) -> None:
             (jobs,) = BasicSweeper.split_arguments(parser.parse_overrides(params + overrides), max_batch_size=None)
             for job in map(list, jobs):
                 composed = compose(config_name="config", overrides=job, return_hydra_config=True)
-                gpus = launcher_gpus(composed.hydra.launcher, composed.backbone.name)
+                launcher = OmegaConf.to_container(composed.hydra.launcher, resolve=False)
+                task = composed.task
                 with open_dict(composed):
                     del composed["hydra"]
-                planned.append(plan_job(to_config(composed), gpus, job))
+                    composed.task = "plan"  # validated as a plan: nothing on disk is checked
+                cfg = to_config(composed)
+                cfg.task = "train" if task == "plan" else task
+                entries.append((cfg, job, launcher))
+        planned = plan_sweep(entries)
     except (HydraException, ValueError) as err:  # a misspelt key, a bad value, a batch that does not divide
-        print(f"config error: job #{len(planned)} ({' '.join(job)}): {err}", file=sys.stderr)
+        print(f"config error: job #{len(entries)} ({' '.join(job)}): {err}", file=sys.stderr)
         sys.exit(2)
     print_plan(planned)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
-    from care.pipeline import preflight, train
+    from care.pipeline import train
+    from care.preflight import preflight
 
     try:
         cfg = to_config(dcfg)

@@ -174,15 +174,16 @@ class ColdStartConfig:
     micro_batch_size: int | None = None  # per process and step; None: batch_size / processes, no accumulation
     warmup_ratio: float = 0.05  # share of the steps warming up, then cosine decay
     max_length: int | None = None  # sequence cutoff in tokens (prompt + image tokens + response); None: none
+    # the cold start's own seed (data order, demonstrations): one cold start serves every RL seed of a sweep
+    seed: int = 0
+    # checkpoint every N optimizer steps beside the cold start being built (cache_dir/cold_start/); a killed or
+    # requeued build resumes from the newest complete one
+    save_steps: int = 100
 
     def __post_init__(self) -> None:
+        # cold_start=sft without cold_start.path (or checkpoint without cold_start.checkpoint) composes, so
+        # task=plan needs no data; training refuses it before any work (care.coldstart.check_cold_start)
         check_choice("cold_start.name", self.name, COLD_STARTS)
-        if self.name == "sft" and not self.path:
-            raise ValueError("cold_start=sft needs cold_start.path (a file or folder of SFT conversations, e.g. a "
-                             "local copy of Vision-R1-cold); got cold_start.path=None")
-        if self.name == "checkpoint" and not self.checkpoint:
-            raise ValueError("cold_start=checkpoint needs cold_start.checkpoint=/dir/of/a/cold-started/policy; "
-                             "got cold_start.checkpoint=None")
         check_range("cold_start.num_demos", self.num_demos, 1)
         check_range("cold_start.reflection_fraction", self.reflection_fraction, 0.0, 1.0)
         check_range("cold_start.answer_slip", self.answer_slip, 0.0, 1.0)
@@ -197,6 +198,7 @@ class ColdStartConfig:
             raise ValueError(f"cold_start.warmup_ratio={self.warmup_ratio!r} is out of range; accepted: [0.0, 1.0)")
         if self.max_length is not None:
             check_range("cold_start.max_length", self.max_length, 1)
+        check_range("cold_start.save_steps", self.save_steps, 1)
 
 
 @dataclass
@@ -383,6 +385,7 @@ CareOptions = _care_options()
 
 
 PARALLEL_STRATEGIES = ("ddp", "fsdp", "zero3")
+GPU_TYPES = ("a100", "h100", "h200")  # care.plan.GPUS holds each one's figures and their sources
 
 
 @dataclass
@@ -407,12 +410,15 @@ class ClusterConfig:
     launcher's per-backbone GPU count wins) and each GPU's memory, for task=plan's fit check."""
 
     gpus: int = 1
-    gpu_mem_gb: float = 80.0
-    require_fit: bool = True  # false: queue a job even where task=plan says it does not fit
+    gpu: str = "h100"  # the GPU type: task=plan's memory and speed (care.plan.GPUS), and what SLURM is asked for
+    gpu_mem_gb: float | None = None  # None: the GPU type's memory (care.plan.GPUS)
+    require_fit: bool = True  # false: queue a job even where task=plan says it does not fit in memory or time
 
     def __post_init__(self) -> None:
         check_range("cluster.gpus", self.gpus, 1)
-        check_range("cluster.gpu_mem_gb", self.gpu_mem_gb, 0.0, low_open=True)
+        check_choice("cluster.gpu", self.gpu, GPU_TYPES)
+        if self.gpu_mem_gb is not None:
+            check_range("cluster.gpu_mem_gb", self.gpu_mem_gb, 0.0, low_open=True)
 
 
 RGR_VARIANTS = ("cue", "no_cue", "random")
@@ -505,9 +511,15 @@ class EvalConfig:
     # strict: the <answer> span of a well-formed response only, training's rule; lenient adds the \boxed{},
     # "answer is" and last-line fallbacks, for models never trained on the format
     extraction: str = "strict"
+    # the paper's Base row: also score the backbone itself, before any cold start (once per backbone and
+    # protocol, shared like the before-RL scores), under `base_extraction`: lenient, since an Instruct model
+    # was never taught the <answer> span and the strict rule scores it 0
+    base: bool = False
+    base_extraction: str = "lenient"
 
     def __post_init__(self) -> None:
         check_choice("eval.extraction", self.extraction, EXTRACTION_RULES)
+        check_choice("eval.base_extraction", self.base_extraction, EXTRACTION_RULES)
         check_choice("eval.engine", self.engine, ROLLOUT_ENGINES)
         check_range("eval.vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization, 0.0, 1.0, low_open=True)
         check_range("eval.vllm_tensor_parallel_size", self.vllm_tensor_parallel_size, 1)
@@ -547,6 +559,9 @@ class Config:
     label: str | None = None  # set to rerun a configuration deliberately under a new run_key
     threads: int = 2  # torch intra-op threads; 2 fits this project's CPU machines
     cache_dir: str = ".cache/care"  # tiny backbones and cold-start checkpoints, reused across runs
+    # one folder in the layout README step 1 downloads into: fills data.path, cold_start.path and every
+    # eval.paths.* still unset after composition (run.py, care.data_root)
+    data_root: str | None = None
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     data: DataConfig = field(default_factory=DataConfig)
     cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)
@@ -576,3 +591,21 @@ def config_from_dict(values: Any) -> Config:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), values))
+
+
+# every config key that names a file or folder (and each of eval.paths): a relative one means the launch directory
+PATH_KEYS = ("cache_dir", "checkpoint", "data_root", "backbone.path", "cold_start.path", "cold_start.checkpoint",
+             "data.path")
+
+
+def make_paths_absolute(cfg: Config, absolute) -> Config:
+    """`cfg` with every path key (PATH_KEYS and eval.paths.*) passed through `absolute(path) -> str`."""
+    keys = [key.rsplit(".", 1) if "." in key else ("", key) for key in PATH_KEYS]
+    keys += [("eval.paths", name) for name in vars(cfg.eval.paths)]
+    for parent, leaf in keys:
+        node = cfg
+        for part in filter(None, parent.split(".")):
+            node = getattr(node, part)
+        if getattr(node, leaf):
+            setattr(node, leaf, absolute(getattr(node, leaf)))
+    return cfg

@@ -14,7 +14,7 @@ from care.config import Config
 from care.hashing import config_hash
 
 # keys that change where or how a run is recorded, not what it computes
-INFRA_KEYS = ("cache_dir", "threads", "wandb", "sweep", "eval.batch_size", "cluster", "parallel")  # how, not what
+INFRA_KEYS = ("cache_dir", "data_root", "threads", "wandb", "sweep", "eval.batch_size", "cluster", "parallel")  # how, not what
 
 
 def semantic_config(cfg: Config) -> dict:

@@ -8,7 +8,6 @@ Tests call `train` directly; run.py only composes and validates the config first
 from __future__ import annotations
 
 import logging
-import random
 import shutil
 import time
 from pathlib import Path
@@ -16,33 +15,12 @@ from pathlib import Path
 import torch
 
 from care.config import Config
+from care.seeding import seed_everything
 from care.tracking import RunFiles, WandbMirror
 
 log = logging.getLogger(__name__)
 
 
-def seed_everything(seed: int, threads: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-
-
-def newest_checkpoint(directory: Path) -> str | None:
-    """The newest complete Trainer checkpoint on disk (never from a pickled submission).
-
-    The Trainer writes trainer_state.json last, so a checkpoint cut short by a kill has none (or
-    a truncated one) and is passed over for the one before it.
-    """
-    import json
-
-    steps = []
-    for path in directory.glob("checkpoint-*") if directory.is_dir() else ():
-        try:
-            json.loads((path / "trainer_state.json").read_text())
-            steps.append((int(path.name.removeprefix("checkpoint-")), path))
-        except (OSError, ValueError):
-            continue
-    return str(max(steps)[1]) if steps else None
 
 
 def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = None) -> dict:
@@ -87,23 +65,20 @@ def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = Non
 
 
 def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
-    from care.coldstart import cold_start_policy
-    from care.data.training import prepare
-    from care.evaluation.harness import before_after_benchmarks, before_rl, evaluate_policy, flat
-    from care.models import resolve_backbone
+    from care.evaluation.harness import evaluate_policy, flat
+    from care.phases import base_scores, before_scores, starting_point
 
     started = time.time()
     seed_everything(cfg.seed, cfg.threads)
-    cache_dir = Path(cfg.cache_dir).expanduser().resolve()
-    data = prepare(cfg)
-    policy_dir = resolve_backbone(cfg.backbone, cache_dir)
-    policy_dir = cold_start_policy(cfg, data.train, policy_dir, cache_dir)  # cold_start=none: the backbone
+    # the shared phases (care.phases): a sweep's launcher ran them already, so these reuse the cache
+    start = starting_point(cfg)  # the cold start, built once per key; cold_start=none: the backbone
+    data, policy_dir = start.data, start.policy_dir
     timings = {"cold_start_s": time.time() - started}
 
     # eval.benchmarks plus the held-out training slice (named after data.name); the macro is over
     # eval.benchmarks, or over the held-out slice when the check is the synthetic one alone
-    benchmarks, macro_of = before_after_benchmarks(cfg, data.held_out)
-    before = before_rl(cfg, policy_dir, benchmarks, macro_of, files.eval_dir)  # shared by runs that start alike
+    before, benchmarks, macro_of = before_scores(cfg, start, files.eval_dir)  # shared by runs that start alike
+    base = base_scores(cfg, start, files.eval_dir) if cfg.eval.base else None  # the backbone itself (Base row)
     log.info("before RL: macro %.1f", before["macro"]["mean"])
     free_accelerator_memory()
 
@@ -125,6 +100,8 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
              "reward": {"accuracy_weight": cfg.rl.accuracy_weight, "format_weight": cfg.rl.format_weight,
                         "extraction": cfg.rl.extraction},
              "eval_protocol": before["protocol"]}
+    if base is not None:  # analysis.tables.table1's Base row, with the answer rule it was scored under
+        final["base"] = {**flat(base), "extraction": cfg.eval.base_extraction}
     files.write_final(final)
     return final
 
@@ -135,6 +112,7 @@ def _reinforce(cfg: Config, files: RunFiles, mirror: WandbMirror, train_records,
     the trainer (the after-RL check loads what was saved) and records RL's end in rl_done.json."""
     from datasets import Dataset
 
+    from care.checkpoints import resume_point
     from care.data.schema import to_prompt_row
     from care.distributed import wait_for_everyone
     from care.models import load_processor
@@ -147,7 +125,7 @@ def _reinforce(cfg: Config, files: RunFiles, mirror: WandbMirror, train_records,
     checkpoints = files.dir / "checkpoints"
     trainer = build_trainer(cfg, policy_dir, processor, dataset, checkpoints,
                             callbacks=[MetricsCallback(files, mirror)])
-    resume_from = newest_checkpoint(checkpoints)
+    resume_from = resume_point(checkpoints)  # rank 0 chooses, every rank resumes the same one
     # requeued, preempted or re-issued: continue from the newest checkpoint, or start over if the
     # attempt before died ahead of its first one; either way no step is logged twice
     step = int(Path(resume_from).name.split("-")[-1]) if resume_from is not None else 0
@@ -206,35 +184,3 @@ def code_provenance() -> dict:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"dir": str(code_dir), "commit": commit, "dirty": bool(status) if status is not None else None}
-
-
-def preflight(cfg: Config) -> None:
-    """Cheap checks that must fail before any work is queued (e.g. unreachable weights)."""
-    import importlib.util
-
-    engines = {"rollout.engine": (cfg.rollout.engine, "rollout=hf"), "eval.engine": (cfg.eval.engine, "eval.engine=hf")}
-    for key, (engine, fallback) in engines.items():
-        if engine != "vllm":
-            continue
-        if importlib.util.find_spec("vllm") is None:
-            raise ValueError(f"{key}='vllm' needs vLLM (GPU machines): pip install -r requirements-gpu.lock; "
-                             f"or use {fallback}")
-        if not torch.cuda.is_available():
-            raise ValueError(f"{key}='vllm' needs a CUDA GPU; on CPU use {fallback}")
-    if cfg.backbone.tiny is None and not cfg.checkpoint:
-        from care.models import resolve_backbone
-        resolve_backbone(cfg.backbone, cfg.cache_dir)
-    if cfg.checkpoint and not (Path(cfg.checkpoint) / "config.json").is_file():
-        raise ValueError(f"checkpoint={cfg.checkpoint!r} holds no model (no config.json there); "
-                         "point it at a saved policy, e.g. <run_dir>/policy")
-    if cfg.task == "eval":
-        from care.evaluation.harness import check_benchmarks_reachable
-        check_benchmarks_reachable(cfg)
-    else:  # cheap checks first, then load, dedupe, filter and split the training data: bad data fails
-        # before any job starts
-        from care.coldstart import check_cold_start
-        from care.data.training import prepare
-        from care.evaluation.harness import check_benchmarks_reachable
-        check_cold_start(cfg)
-        prepare(cfg)
-        check_benchmarks_reachable(cfg)

@@ -209,3 +209,87 @@ def test_toy_sweep_through_cluster_slurm_survives_requeue_and_timeout(slurm_clus
     submitit_logs = "".join(p.read_text() for p in (sweep / ".submitit" / (job["array_job_id"] or job["job_id"]))
                             .glob("*_log.out"))
     assert "this job is timed-out" in submitit_logs and "remaining timeouts" in submitit_logs
+
+
+def _sweep_jobs(sweep: Path) -> dict[str, list[str]]:
+    """sacct's jobs of a sweep (its submitit folder names their ids), by job name -> states."""
+    ids = {p.name.split("_")[0] for p in (sweep / ".submitit").iterdir() if p.name[0].isdigit()}
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "--format=JobID,JobName,State", "-j", ",".join(sorted(ids))],
+                         capture_output=True, text=True, timeout=30).stdout
+    jobs: dict[str, list[str]] = {}
+    for line in filter(None, out.splitlines()):
+        _, name, state = line.split("|")
+        jobs.setdefault(name, []).append(state.split()[0])
+    return jobs
+
+
+def _toy_sweep(tmp_path: Path, *extra: str) -> list[str]:
+    return [sys.executable, "run.py", "-m", "scale=toy", "cluster=slurm", "seed=0,1", "threads=1",
+            f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.launcher.timeout_min=10",
+            "hydra.launcher.per_backbone.tiny_qwen2_5_vl.cpus_per_task=1", *extra]
+
+
+def test_shared_phases_are_jobs_of_their_own(slurm_cluster, tmp_path):
+    """A 2-seed toy sweep: one cold-start job and one before-RL job, the two runs queued behind them
+    (afterok) and both starting from what they made; the same command again queues no phase."""
+    from test_sweeps import ROOT
+
+    if not slurm_cluster["accounting"]:
+        pytest.skip("needs sacct to read the jobs' names and states")
+    driver = subprocess.run(_toy_sweep(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert driver.returncode == 0, driver.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    assert slurm_helpers.wait_until(lambda: all(s == ["COMPLETED"] * len(s) for s in _sweep_jobs(sweep).values()),
+                                    timeout_s=20)
+    jobs = _sweep_jobs(sweep)
+    assert jobs == {"care-cold_start": ["COMPLETED"], "care-before": ["COMPLETED"], "run": ["COMPLETED"] * 2}, jobs
+    (cold_start,) = [p for p in (tmp_path / "cache" / "cold_start").iterdir() if not p.name.startswith(".")]
+    (before,) = (tmp_path / "cache" / "eval").glob("before-*")
+    for job in ("0", "1"):
+        final = json.loads((sweep / job / "final.json").read_text())
+        log_text = (sweep / job / "run.log").read_text()
+        assert final["policy_source"] == str(cold_start)
+        assert f"reusing {cold_start}" in log_text and f"reusing {before}" in log_text, log_text[-2000:]
+        samples = sorted((sweep / job / "eval").glob("before-*.jsonl"))
+        assert samples and all(p.read_bytes() == (before / p.name).read_bytes() for p in samples)
+    log = driver.stdout + driver.stderr
+    assert "shared phase cold_start (jobs [0, 1]): job" in log and "shared phase before (jobs [0, 1]): job" in log
+
+    # the same command again, submitting and returning (hydra.launcher.wait=false): no phase is queued
+    again = subprocess.run(_toy_sweep(tmp_path, f"hydra.sweep.dir={tmp_path / 'again'}", "hydra.launcher.wait=false"),
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stdout + again.stderr
+    assert log.count("is in the cache already") == 2 and "shared phase cold_start (jobs" not in log
+    assert "not waiting (hydra.launcher.wait=false)" in log
+    assert slurm_helpers.wait_until(lambda: all((tmp_path / "again" / job / "final.json").exists() for job in "01"),
+                                    timeout_s=240), log[-3000:]
+    assert set(_sweep_jobs(tmp_path / "again")) == {"run"}
+
+
+def test_a_failed_cold_start_cancels_the_runs_behind_it(slurm_cluster, tmp_path):
+    """scancel the cold-start job: SLURM cancels the runs queued behind it (kill-on-invalid-dep), the
+    driver fails naming the phase, and no run directory is started."""
+    from test_sweeps import ROOT
+
+    if not slurm_cluster["accounting"]:
+        pytest.skip("needs sacct to read the jobs' states")
+    with open(tmp_path / "driver.log", "w") as log:
+        driver = subprocess.Popen(_toy_sweep(tmp_path), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+    sweep = tmp_path / "sweep"
+    try:
+        def cold_start_queued() -> bool:
+            return (sweep / ".submitit").is_dir() and "care-cold_start" in _sweep_jobs(sweep) \
+                and "run" in _sweep_jobs(sweep)
+        assert slurm_helpers.wait_until(cold_start_queued, timeout_s=120), (tmp_path / "driver.log").read_text()[-3000:]
+        subprocess.run(["scancel", "--name", "care-cold_start"], check=True, timeout=30)
+        driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        subprocess.run(["scancel", "--name", "run"], check=False, capture_output=True)
+    output = (tmp_path / "driver.log").read_text()
+    assert driver.returncode != 0 and "shared phase cold_start" in output and "failed" in output, output[-3000:]
+    assert slurm_helpers.wait_until(lambda: set(_sweep_jobs(sweep)["run"]) == {"CANCELLED"}, timeout_s=30), \
+        _sweep_jobs(sweep)
+    assert not any((sweep / job / "final.json").exists() for job in ("0", "1"))

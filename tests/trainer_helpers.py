@@ -40,7 +40,7 @@ def build_tiny_trainer(cfg: Config, out_dir: Path, reward_funcs=(parity_reward,)
     from care.data.schema import to_prompt_row
     from care.data.synthetic import splits_from_config
     from care.models import load_processor, resolve_backbone
-    from care.pipeline import seed_everything
+    from care.seeding import seed_everything
     from care.trainer import build_trainer
 
     os.environ.setdefault("WANDB_MODE", "disabled")
