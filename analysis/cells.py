@@ -78,6 +78,17 @@ def method_label(algorithm: str, rgr_enabled: bool) -> str:
     return algorithm.upper()
 
 
+def cell_parts(cell: str) -> tuple[str, str]:
+    """A conf/cell choice (`<backbone>-<method>`, sweep table1) as (backbone name or its prefix, method label).
+
+    The toy cells say `tiny` for tiny_qwen2_5_vl; `care_no_rgr` is CARE with RGR off.
+    """
+    backbone, method = cell.rsplit("-", 1)
+    if method in ("care", "care_no_rgr"):
+        return backbone, method_label("care", method == "care")
+    return backbone, method_label(method, False)
+
+
 def sweep_runs(runs: pd.DataFrame, sweep: str) -> pd.DataFrame:
     """All runs of one sweep, any status, with backbone/method/seed columns added."""
     selected = runs[in_sweep(runs, sweep)].copy()
@@ -160,8 +171,10 @@ def score_columns(frame: pd.DataFrame, prefix: str = "after.") -> list[str]:
     """Benchmark columns in the paper's order (others sorted after), then macro."""
     present = [c[len(prefix):] for c in frame if c.startswith(prefix) and frame[c].notna().any()]
     benches = [b for b in paper.BENCHMARKS if b in present]
-    # final.json also carries the macro's std over eval seeds, the sample count and the seed list
-    benches += sorted(b for b in present if b not in paper.BENCHMARKS and b not in ("macro", "n", "macro_std", "seeds"))
+    # final.json also carries the macro's std over eval seeds, the sample count and the seed list (and, in
+    # `base`, the answer rule it was scored under)
+    bookkeeping = ("macro", "n", "macro_std", "seeds", "extraction")
+    benches += sorted(b for b in present if b not in paper.BENCHMARKS and b not in bookkeeping)
     return [prefix + b for b in benches] + ([prefix + "macro"] if "macro" in present else [])
 
 

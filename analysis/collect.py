@@ -6,7 +6,8 @@
 
 `runs.parquet` has one row per run_key: run_key, sweep, sweeps (every sweep that ran this
 run_key, comma-separated), status (finished|failed|unfinished), path, label, `choice.<group>`, the flattened config as `cfg.<dotted.key>`, and the final
-scores as `before.<bench>`, `after.<bench>` and `final.<key>`. `curves.parquet` has one row
+scores as `before.<bench>`, `after.<bench>`, `base.<bench>` (with eval.base: the backbone itself
+before any cold start, and `base.extraction`, its answer rule) and `final.<key>`. `curves.parquet` has one row
 per logged step: run_key, global_step, one float column per metric.
 
 When several runs share a run_key the newest finished one wins (by final.json mtime); if

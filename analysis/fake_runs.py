@@ -129,12 +129,13 @@ def write_run(root: str | Path, name: str, *, seed: int = 0, algorithm: str = "c
               overrides: dict[str, Any] | None = None, after: dict[str, float] | None = None,
               before: dict[str, float] | None = None, curves: pd.DataFrame | None = None,
               status: str = "finished", run_key: str | None = None, steps: int = 20,
-              config: Config | None = None) -> Path:
+              config: Config | None = None, base: dict[str, float] | None = None) -> Path:
     """Write one run dir under root/name; returns its path.
 
     `config` (a Config) replaces the one built from seed/algorithm/backbone; `overrides` maps
     dotted config keys to values (e.g. {"care.k": 2}); `after`/`before` map benchmark ->
-    accuracy percent (macro defaults to their mean). status is finished, failed or unfinished.
+    accuracy percent (macro defaults to their mean); `base` adds final.json's `base` entry (what eval.base
+    scores: the backbone itself, under eval.base_extraction). status is finished, failed or unfinished.
     """
     if status not in ("finished", "failed", "unfinished"):
         raise ValueError(f"status must be finished, failed or unfinished, got {status!r}")
@@ -143,6 +144,8 @@ def write_run(root: str | Path, name: str, *, seed: int = 0, algorithm: str = "c
         set_dotted(cfg, dotted, value)
     if sweep is not None:
         cfg.sweep = sweep
+    if base is not None:
+        cfg.eval.base = True
     files = RunFiles(Path(root) / name)
     choices = {"algorithm": cfg.algorithm.name, "backbone": cfg.backbone.name, "data": cfg.data.name}
     data = fake_data_counts(cfg)
@@ -158,7 +161,10 @@ def write_run(root: str | Path, name: str, *, seed: int = 0, algorithm: str = "c
     elif status == "finished":
         after = after if after is not None else {"synthetic": 50.0}
         before = before if before is not None else {bench: 40.0 for bench in after if bench != "macro"}
-        files.write_final({"before": _scores(before), "after": _scores(after),
+        final = {"before": _scores(before), "after": _scores(after)}
+        if base is not None:
+            final["base"] = {**_scores(base), "extraction": cfg.eval.base_extraction}
+        files.write_final({**final,
                            "global_step": int(curves["global_step"].max()), "processes": 1,
                            "timings": {"cold_start_s": 1.0, "rl_s": 1.0, "total_s": 3.0},
                            "policy_source": "/fake/cache/cold_start/policy", "data": data,

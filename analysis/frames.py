@@ -62,13 +62,15 @@ def flatten(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 def run_row(*, run_key: str, sweep: str | None, status: str, path: str, label: Any, choices: dict[str, Any],
             config: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
-    """One runs.parquet row; the final.json top level maps before/after to their own prefixes."""
+    """One runs.parquet row; the final.json top level maps before/after/base to their own prefixes."""
     row = {"run_key": run_key, "sweep": sweep, "status": status, "path": path, "label": label}
     row.update({f"choice.{group}": str(value) if value is not None else None for group, value in choices.items()})
     row.update(flatten(config, "cfg"))
     final = dict(final)
     row.update(flatten(final.pop("before", None) or {}, "before"))
     row.update(flatten(final.pop("after", None) or {}, "after"))
+    # eval.base: the backbone's own scores before any cold start (table1's Base row), with its answer rule
+    row.update(flatten(final.pop("base", None) or {}, "base"))
     row.update(flatten(final, "final"))
     return row
 
@@ -130,7 +132,7 @@ def runs_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     # Older runs predate RGR: no rgr group means it was off.
     enabled = runs["cfg.rgr.enabled"] if "cfg.rgr.enabled" in runs else pd.Series(None, index=runs.index)
     runs["cfg.rgr.enabled"] = enabled.map(lambda value: bool(value) if isinstance(value, (bool, int)) else False)
-    prefixes = ("choice.", "cfg.", "before.", "after.", "final.")
+    prefixes = ("choice.", "cfg.", "before.", "after.", "base.", "final.")
     ordered = META_COLUMNS + [c for prefix in prefixes for c in sorted(runs) if c.startswith(prefix)]
     ordered += sorted(set(runs) - set(ordered))
     runs = runs[ordered].sort_values("run_key", ignore_index=True)

@@ -22,6 +22,7 @@ from analysis.cells import (
     Seeds,
     Table,
     best_style,
+    cell_parts,
     column_label,
     finish_table,
     finished_cells,
@@ -77,13 +78,16 @@ def base_stats(finished: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=["backbone", "method", "column", "mean", "std", "n"])
 
 
-def with_paper_rows(text: pd.DataFrame, style: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Insert an italic '<method> (paper)' row under each of our rows the paper reports."""
+def with_paper_rows(text: pd.DataFrame, style: pd.DataFrame, columns: list[str],
+                    numbers: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Insert an italic '<method> (paper)' row under each of our rows the paper reports (in `numbers`,
+    paper.MAIN by default)."""
+    numbers = paper.MAIN if numbers is None else numbers
     rows, styles = [], []
     for i in text.index:
         rows.append(text.loc[i])
         styles.append(style.loc[i])
-        published = paper.MAIN.get((text.at[i, "backbone"], text.at[i, "method"]))
+        published = numbers.get((text.at[i, "backbone"], text.at[i, "method"]))
         if published:
             row = text.loc[i].copy()
             row["method"] = f"{text.at[i, 'method']} (paper)"
@@ -92,6 +96,98 @@ def with_paper_rows(text: pd.DataFrame, style: pd.DataFrame, columns: list[str])
             rows.append(row)
             styles.append(pd.Series("italic", index=style.columns).where(style.columns != "backbone", ""))
     return pd.DataFrame(rows).reset_index(drop=True), pd.DataFrame(styles).reset_index(drop=True)
+
+
+TABLE1_ROWS = ["Base", "Cold start", "GRPO", "DAPO", "GSPO", "CARE w/o RGR", "CARE"]
+
+
+def table1(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:
+    """Sweep `table1`: the paper's Table 1. Per backbone a Base row (the backbone itself, `base.*`), a Cold
+    start row (`before.*`) and one row per method the sweep ran (`after.*`, mean ± std over training seeds).
+
+    A backbone may have only some methods (the paper's grid is not full); a method cell missing a seed is
+    an error. Base and Cold start are each scored once per backbone and shared by all its runs, so they
+    count once, not once per run (`shared_stats`).
+    """
+    selected = sweep_runs(runs, "table1")
+    check_cell_choices(selected)
+    keys = ["backbone", "method"]
+    finished = finished_cells(selected, keys, "table1", seeds)
+    columns = score_columns(finished)
+    rules = base_rules(finished)
+    stats = pd.concat([shared_stats(finished, columns, "base.", "Base"),
+                       shared_stats(finished, columns, "before.", "Cold start"),
+                       summarize(finished, keys, columns, "table1")])
+    stats = order_rows(stats, "method", TABLE1_ROWS)
+    stats["paper"] = [paper.TABLE1.get((b, m), {}).get(c.split(".", 1)[1]) for b, m, c in
+                      zip(stats["backbone"], stats["method"], stats["column"], strict=True)]
+    text, means = wide(stats, keys, columns)
+    style = best_style(means, [column_label(c) for c in columns])
+    text, style = with_paper_rows(text, style, columns, paper.TABLE1)
+    text["method"] = [f"Base (Instruct, {rules.get(b) or 'unrecorded'} answer rule)" if m == "Base" else m
+                      for b, m in zip(text["backbone"], text["method"], strict=True)]
+    n_seeds = finished["seed"].nunique()
+    spread = ("one training seed: no ±" if n_seeds == 1
+              else f"mean ± std over {n_seeds} training seeds")
+    caption = ("Accuracy (%). Base: the backbone itself, before any cold start, under the answer rule "
+               "its row names; Cold start: the cold-started policy before RL, shared by the backbone's runs "
+               f"and counted once; methods: after RL, {spread}. Best per column and backbone in bold; "
+               "paper rows in italics.")
+    spread_notes = stats[stats["method"].isin(["Base", "Cold start"]) & (stats["n"] > 1)]
+    for backbone, method in spread_notes[["backbone", "method"]].drop_duplicates().itertuples(index=False):
+        caption += f" {method} ({backbone}): its runs disagree, mean ± std over their distinct scores."
+    return finish_table("table1", caption, text, style, stats, {"backbone": "Backbone", "method": "Method"})
+
+
+def check_cell_choices(selected: pd.DataFrame) -> None:
+    """Each run's `cell` choice must name the backbone and method its config ran: a command-line
+    `algorithm=`, `rgr=` or `backbone=` would otherwise relabel a cell unnoticed."""
+    if "choice.cell" not in selected:
+        return
+    wrong = []
+    for cell, backbone, method, path in zip(selected["choice.cell"], selected["backbone"], selected["method"],
+                                            selected["path"], strict=True):
+        if not isinstance(cell, str) or "-" not in cell:
+            continue
+        cell_backbone, cell_method = cell_parts(cell)
+        if cell_method != method or not backbone.startswith(cell_backbone):
+            wrong.append(f"{path}: cell={cell} but it ran {backbone} / {method}")
+    if wrong:
+        raise ValueError("table 'table1': runs whose config is not their cell's:\n" + "\n".join(wrong))
+
+
+def base_rules(finished: pd.DataFrame) -> dict[str, str]:
+    """backbone -> the answer rule its Base row was scored under (base.extraction); runs that mix rules
+    cannot share one row."""
+    if "base.extraction" not in finished:
+        return {}
+    rules = {}
+    for backbone, group in finished.groupby("backbone"):
+        found = sorted(group["base.extraction"].dropna().astype(str).unique())
+        if len(found) > 1:
+            raise ValueError(f"table 'table1', backbone={backbone}: Base scored under several answer rules {found}")
+        if found:
+            rules[backbone] = found[0]
+    return rules
+
+
+def shared_stats(finished: pd.DataFrame, columns: list[str], prefix: str, row: str) -> pd.DataFrame:
+    """A row every run of a backbone carries the same copy of (`base.*`, `before.*`): each distinct set of
+    scores once, however many runs carry it, so n = 1 and no ± when the runs shared the phase as the sweep
+    runs it; distinct sets (runs from different cold starts) are averaged, with their std."""
+    sources = {column: prefix + column.split(".", 1)[1] for column in columns}
+    records = []
+    for backbone, group in finished.groupby("backbone"):
+        present = [s for s in sources.values() if s in group]
+        distinct = group[present].astype(float).round(9).dropna(how="all").drop_duplicates()
+        if distinct.empty:
+            continue  # e.g. runs without eval.base: no Base row
+        for column, source in sources.items():
+            values = distinct[source] if source in distinct else pd.Series(np.nan, index=distinct.index)
+            records.append({"backbone": backbone, "method": row, "column": column, "mean": values.mean(),
+                            "std": values.std(ddof=1) if values.notna().sum() > 1 else np.nan,
+                            "n": int(values.notna().sum())})
+    return pd.DataFrame.from_records(records, columns=["backbone", "method", "column", "mean", "std", "n"])
 
 
 def components_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:
@@ -246,6 +342,7 @@ TableFunction = Callable[..., Table]
 # table name -> (sweep it reads, function); analysis.paper renders them in this order.
 ALL_TABLES: dict[str, tuple[str, TableFunction]] = {
     "main": ("main", main_table),
+    "table1": ("table1", table1),
     "components": ("components", components_table),
     "negatives": ("negatives", negatives_table),
     "rgr": ("rgr", rgr_table),

@@ -51,11 +51,17 @@ class Sweep:
     levels: frozenset
     backbones: tuple[str, ...] = ABLATION_BACKBONES
     column: str | None = None  # the table's column holding the level (None: checked by `stats`)
+    full_seeds: tuple[int, ...] = tuple(PAPER_SEEDS)  # training seeds at full scale
+    full_cells: int | None = None  # cells at full scale when they are not a product (table1's 9); None: levels x backbones
+
+    def seeds(self, scale: str) -> list[int]:
+        return list(self.full_seeds) if scale == "full" else TOY_SEEDS
 
     def jobs(self, scale: str) -> int:
-        seeds = PAPER_SEEDS if scale == "full" else TOY_SEEDS
+        if scale == "full" and self.full_cells is not None:
+            return self.full_cells * len(self.full_seeds)
         backbones = len(self.backbones) if scale == "full" else 1
-        return len(self.levels) * backbones * len(seeds)
+        return len(self.levels) * backbones * len(self.seeds(scale))
 
 
 # Every file in conf/sweep/ needs an entry here (test_every_sweep_file_is_tested).
@@ -75,6 +81,11 @@ SWEEPS = {
                     column="Anchor"),
     "neg_scale": Sweep(lambda c: c.care.s, frozenset({0.25, 0.5, 0.75, 1.0}), column="s"),
     "token_credit": Sweep(lambda c: c.care.token_credit, frozenset({"region", "uniform"}), column="Token credit"),
+    # the paper's Table 1 cells (conf/cell): 7B x 5 methods, 3B x 3, 8B x 1; one training seed by default
+    "table1": Sweep(lambda c: method_label(c.algorithm.name, c.rgr.enabled),
+                    frozenset({"GRPO", "DAPO", "GSPO", "CARE w/o RGR", "CARE"}),
+                    backbones=("qwen2_5_vl_7b", "qwen2_5_vl_3b", "qwen3_vl_8b"), column="method",
+                    full_seeds=(0,), full_cells=9),
 }
 SCALES = ("full", "toy")
 CASES = [pytest.param(name, scale, id=f"{name}-{scale}") for name in SWEEPS for scale in SCALES]
@@ -133,7 +144,7 @@ def test_sweep_expands_to_valid_jobs(name, scale):
     expected = SWEEPS[name]
     jobs, cells = sweep_jobs(name, scale)
     assert len(jobs) == expected.jobs(scale)
-    seeds = PAPER_SEEDS if scale == "full" else TOY_SEEDS
+    seeds = expected.seeds(scale)
     for cell in cells:  # each cell runs every seed, once
         assert sorted(seed_of(job) for job in jobs if without_seed(job) == cell) == seeds, cell
 
@@ -150,7 +161,7 @@ def test_sweep_expands_to_valid_jobs(name, scale):
         assert backbones == set(expected.backbones)
         assert {tuple(cfg.eval.benchmarks) for cfg in configs} == {
             ("mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision")}
-    if name not in ("main", "components"):
+    if name not in ("main", "components", "table1"):
         assert {cfg.algorithm.name for cfg in configs} == {"care"}
 
 
@@ -210,7 +221,7 @@ BAD_OVERRIDES = [
 @pytest.mark.parametrize("overrides, expected", BAD_OVERRIDES, ids=[" ".join(o) for o, _ in BAD_OVERRIDES])
 def test_bad_overrides_fail_naming_key_and_accepted_values(overrides, expected):
     """What run.py does before any work: compose, validate (to_config), preflight."""
-    from care.pipeline import preflight
+    from care.preflight import preflight
 
     with pytest.raises((HydraException, ValueError, FileNotFoundError)) as raised:
         preflight(to_config(compose_config(overrides)))
@@ -229,8 +240,9 @@ def write_sweep_runs(root: Path, name: str, scale: str) -> int:
         for seed in sorted(seed_of(job) for job in jobs if without_seed(job) == cell):
             job_cfg = dataclasses.replace(cfg, seed=seed)
             scores = {bench: 40.0 + seed + count % 7 for bench in job_cfg.eval.benchmarks}
+            base = {b: 20.0 for b in scores} if job_cfg.eval.base else None  # table1's Base row
             write_run(root, f"{count}", seed=seed, config=job_cfg, run_key=run_key(job_cfg),
-                      sweep=job_cfg.sweep, after=scores, before={b: 30.0 + seed for b in scores}, steps=3)
+                      sweep=job_cfg.sweep, after=scores, before={b: 30.0 for b in scores}, steps=3, base=base)
             count += 1
     return count
 
@@ -245,8 +257,13 @@ def test_table_reads_the_sweep_runs(tmp_path, name, scale):
     table_sweep, make_table = ALL_TABLES[name]
     assert table_sweep == name
     table = make_table(runs, curves)
-    seeds = len(PAPER_SEEDS if scale == "full" else TOY_SEEDS)
+    seeds = len(expected.seeds(scale))
     scored = table.stats[table.stats["column"].str.startswith("after.")]
+    if name == "table1":  # Base and Cold start rows: one shared score per backbone, not per seed
+        shared = ~scored["method"].isin(expected.levels)
+        assert set(scored[shared]["method"]) == {"Base", "Cold start"}
+        assert (scored[shared]["n"] == 1).all()
+        scored = scored[~shared]
     assert (scored["n"] == seeds).all()
     backbones = set(expected.backbones) if scale == "full" else {TINY}
     assert set(scored["backbone"]) == backbones
@@ -260,6 +277,9 @@ def test_table_reads_the_sweep_runs(tmp_path, name, scale):
         keys = ["K", "equalize"]
         assert {(k, on == "on") for k, on in zip(scored["K"], scored["equalize"], strict=True)} == expected.levels
     cells = len(expected.levels) + (1 if name == "main" else 0)  # main adds a Base row per backbone
+    if name == "table1":  # not a product: the paper's nine cells (toy: the 7B row's five)
+        assert len(scored.drop_duplicates(["backbone", *keys])) == (9 if scale == "full" else 5)
+        return
     assert len(scored.drop_duplicates(["backbone", *keys])) == cells * len(backbones)
 
     hue = {"main": "method", "rgr": "variant", "anchor": "anchor"}
@@ -283,7 +303,7 @@ def test_default_care_is_one_run_shared_by_every_sweep():
     collect keeps one of them and every sweep's table may use it (the `sweeps` column)."""
     default = Config().care
     keys = {}
-    for name in SWEEPS:
+    for name in set(SWEEPS) - {"table1"}:  # table1 runs on the paper's data with the Base row: runs of its own
         _, cells = sweep_jobs(name, "full")
         keys[name] = {run_key(cfg) for cfg in cells.values()
                       if cfg.backbone.name == "qwen2_5_vl_7b" and cfg.algorithm.name == "care"
@@ -315,3 +335,16 @@ def test_paper_command_renders_every_toy_sweep(tmp_path):
     assert main(["--runs", str(tmp_path / "runs"), "--out", str(out), "--seeds", "3"]) == 0
     assert sorted(p.stem for p in (out / "tables").glob("*.md")) == sorted(ALL_TABLES)
     assert sorted(p.stem for p in (out / "figures").glob("*.png")) == sorted(ALL_FIGURES)
+
+
+def test_table1_is_the_papers_cells_on_its_data_with_a_base_row():
+    """sweep=table1: exactly the cells the paper reports, on care_mix with the SFT cold start and the six
+    benchmarks, the Base row on; `seed=0,1,2` adds training seeds."""
+    _, cells = sweep_jobs("table1", "full")
+    got = sorted((cfg.backbone.name, method_label(cfg.algorithm.name, cfg.rgr.enabled)) for cfg in cells.values())
+    assert got == sorted([("qwen2_5_vl_7b", m) for m in ("GRPO", "DAPO", "GSPO", "CARE w/o RGR", "CARE")]
+                         + [("qwen2_5_vl_3b", m) for m in ("GRPO", "CARE w/o RGR", "CARE")]
+                         + [("qwen3_vl_8b", "CARE")])
+    assert all(cfg.data.name == "care_mix" and cfg.cold_start.name == "sft" and cfg.eval.base
+               and cfg.eval.seeds == PAPER_SEEDS for cfg in cells.values())
+    assert len(expand(["sweep=table1", "seed=0,1,2"])) == 27
