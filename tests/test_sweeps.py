@@ -100,6 +100,25 @@ def test_a_slurm_sweep_whose_plan_does_not_fit_is_refused_before_submission(tmp_
     assert "rollout.engine" in overridden.stderr or "backbone.path" in overridden.stderr, overridden.stderr[-2000:]
 
 
+def test_a_slurm_sweep_that_cannot_finish_in_its_time_limit_is_refused_before_submission(tmp_path):
+    """The plan's wall hours against timeout_min x (max_num_timeout + 1), for the runs and for the shared
+    phases they need: a 7B RL job in 2 x 1 h, then its SFT cold start in 2 x 1 h, refused naming the keys."""
+    sweep = tmp_path / "sweep"
+    common = [sys.executable, "run.py", "-m", "cluster=slurm", "backbone=qwen2_5_vl_7b", f"hydra.sweep.dir={sweep}",
+              "data=care_mix", "cold_start=sft", "hydra.launcher.max_num_timeout=1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    rl = subprocess.run([*common, "hydra.launcher.timeout_min=60"], cwd=ROOT, capture_output=True, text=True,
+                        timeout=120, env=env)
+    assert rl.returncode == 2 and "RL job on 8 h100 GPUs" in rl.stderr, rl.stderr[-2000:]
+    assert "hydra.launcher.timeout_min=60 x (max_num_timeout=1 + 1) = 2.0 h" in rl.stderr
+    assert "nothing was queued" in rl.stderr and not (sweep / ".submitit").exists()
+    cold_start = subprocess.run([*common, "hydra.launcher.per_backbone.qwen2_5_vl_7b.timeout_min=6000",
+                                 "hydra.launcher.phases.cold_start.timeout_min=60"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=120, env=env)
+    assert cold_start.returncode == 2 and "cold start on 8 h100 GPUs" in cold_start.stderr, cold_start.stderr[-2000:]
+    assert "cold_start.save_steps=500" in cold_start.stderr and "= 2.0 h" in cold_start.stderr
+
+
 def test_fsdp_that_falls_back_to_ddp_stops_the_job_naming_the_counts(tmp_path, cache_dir):
     """transformers trains `fsdp` on CPU as plain DDP without a word: the job itself checks, after
     wrapping, that each of its two ranks holds about half the parameters, and stops when not. The first
