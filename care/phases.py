@@ -3,8 +3,8 @@
 A cold start is built once per backbone and cold-start content, and the policy it makes is scored
 once before RL; every RL run that starts from it reuses both (their caches: care.cache.build_once).
 The launchers (hydra_plugins/care_launcher) run these shared phases first: on SLURM each is a job of
-its own and the runs are queued behind it (afterok), so no job holds GPUs waiting on another; locally
-they run in sequence in the launching process.
+its own and the runs are queued behind it (afterok), so no job holds GPUs waiting on another; with
+submitit_local they are jobs run one after another, with cluster=local steps of the launching process.
 
 Which jobs share a phase is decided from the config alone (`cold_start_identity`, `before_identity`):
 no weights, data or GPU are needed, so `task=plan` groups a sweep the same way the launcher does. The
