@@ -9,9 +9,9 @@
 - `checkpoint`: `cold_start.checkpoint`, a cold-started policy made elsewhere, used as is.
 - `none`: RL starts from the backbone.
 
-A built cold start is cached under a hash of everything that shapes it (backbone, settings, its own
-`cold_start.seed` and, for `sft`, the data files' bytes), so every RL run of a sweep reuses one: the RL
-`seed` is not part of it (cold start once, RL many times). A file lock makes the first
+A built cold start is cached under a hash of everything that shapes it (the backbone's content,
+settings, its own `cold_start.seed` and, for `sft`, the bytes of the data files and of the images they
+name), so every RL run of a sweep reuses one: the RL `seed` is not part of it (cold start once, RL many times). A file lock makes the first
 job build it while the others wait and then reuse it, instead of all building the same thing.
 """
 
@@ -40,11 +40,13 @@ TRAINING_KEYS = ("epochs", "learning_rate", "batch_size", "micro_batch_size", "w
 SYNTHETIC_KEYS = ("num_demos", "reflection_fraction", "answer_slip", "reflection_trace", "reflection_loss")
 
 
-def cold_start_key(cfg: Config, backbone_source: str, data_digest: str | None = None) -> str:
+def cold_start_key(cfg: Config, backbone_id, data_digest: str | None = None) -> str:
     """Hash of what shapes the cold start: backbone, training settings, `cold_start.seed`, and its data
     (never the RL seed: every RL seed of a sweep starts from the same cold start).
 
-    `synthetic`: the synthetic task's generator settings; `sft`: `data_digest`, the SFT files' content hash.
+    `backbone_id` is `backbone_identity`'s (the weights' content, never where they lie, so a copied or
+    read-only cache keeps its keys). `synthetic`: the synthetic task's generator settings; `sft`:
+    `data_digest`, the digest of the SFT files and the images they reference (care.sft_files.content_digest).
     """
     cs = cfg.cold_start
     settings = {key: getattr(cs, key) for key in TRAINING_KEYS}
@@ -54,20 +56,32 @@ def cold_start_key(cfg: Config, backbone_source: str, data_digest: str | None = 
     else:
         data = data_digest
     pixels = (cfg.backbone.min_pixels, cfg.backbone.max_pixels)  # the image tokens it trains on
-    return config_hash("cold_start/v5", cs.name, cfg.backbone.name, backbone_source, pixels, data, settings, cs.seed)
+    return config_hash("cold_start/v6", cs.name, cfg.backbone.name, backbone_id, pixels, data, settings, cs.seed)
+
+
+def backbone_identity(cfg: Config, backbone_dir: str):
+    """What identifies the backbone's weights wherever they lie: a tiny build by its builder's key (its
+    architecture and BUILD_VERSION; the weights come from a fixed seed), real weights (`backbone.path`,
+    a hub snapshot) by their files' content digests (care.hashing.tree_digest, memoised per machine)."""
+    if cfg.backbone.tiny is not None and not cfg.backbone.path:
+        from care.models.tiny import build_key
+        return ("tiny", build_key(cfg.backbone))
+    from care.hashing import tree_digest
+    return tree_digest(backbone_dir)
 
 
 def cold_start_dir(cfg: Config, backbone_dir: str, cache_dir: Path) -> Path | None:
     """Where this config's cold start is (or will be) built in the cache; None when nothing is built
-    (`cold_start=none` or `checkpoint`). Reads the SFT files' bytes for their digest, loads no weights."""
+    (`cold_start=none` or `checkpoint`). Digests the SFT files, their images and the backbone's files
+    (memoised), loads no weights."""
     name = cfg.cold_start.name
     if name in ("none", "checkpoint"):
         return None
+    data_digest = None
     if name == "sft":
         from care.sft_files import content_digest
-        key = cold_start_key(cfg, backbone_dir, content_digest(cfg.cold_start.path))
-    else:
-        key = cold_start_key(cfg, backbone_dir)
+        data_digest = content_digest(cfg.cold_start.path)
+    key = cold_start_key(cfg, backbone_identity(cfg, backbone_dir), data_digest)
     return Path(cache_dir) / "cold_start" / f"{cfg.backbone.name}-{name}-{key}"
 
 

@@ -55,19 +55,29 @@ def data_files(path: str | Path) -> list[Path]:
 
 
 def content_digest(path: str | Path) -> str:
-    """sha256 over the record files' names and bytes: the cold start's cache key for this data.
+    """sha256 over the record files' names and bytes and the bytes of every image they reference by
+    path: the cold start's cache key for this data (embedded images are in the files' bytes).
 
-    Images embedded in the files are covered; images referenced by path are covered by their
-    paths, not their bytes (hashing 200K pictures per job would cost more than it guards).
+    Digests come from `care.hashing.file_digests`, memoised per machine, so a 200K-image set is read
+    once, not per job. Only names relative to `path` and bytes enter it: a copy elsewhere hashes the same.
+    An image that cannot be found enters as its reference; `load_sft_rows` raises on it before training.
     """
+    from care.hashing import file_digests
+
     root = Path(path).expanduser()
-    digest = hashlib.sha256()
-    for file in data_files(root):
-        digest.update(str(file.relative_to(root) if root.is_dir() else file.name).encode())
-        with file.open("rb") as handle:  # in chunks: the release's files are hundreds of MB
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
+    folder = root if root.is_dir() else root.parent
+    files = data_files(root)
+    hasher = hashlib.sha256()
+    for file, file_hash in zip(files, file_digests(files), strict=True):
+        hasher.update(f"{file.relative_to(root) if root.is_dir() else file.name}\0{file_hash}\n".encode())
+        refs = [value for record in read_records(file) if isinstance(record, dict)
+                for value in image_values(record) if referenced_path(value)]
+        found = [locate(referenced_path(value), file.parent, folder)[1] for value in refs]
+        present = sorted({f for f in found if f is not None})
+        digests = dict(zip(present, file_digests(present), strict=True))
+        for value, image in zip(refs, found, strict=True):
+            hasher.update(f"{digests[image] if image else 'missing:' + referenced_path(value)}\n".encode())
+    return hasher.hexdigest()[:16]
 
 
 def read_records(file: Path) -> list[dict]:
@@ -181,13 +191,29 @@ def image_ref(value, where: str, file_dir: Path, root: Path) -> dict:
         raise SFTDataError(f"{where}: {value!r:.80} is not an image (a path, a data: URI or {{'bytes': ...}})")
     if value.startswith("data:"):
         return check_image({"bytes": decode_base64(value.split(",", 1)[-1], where), "path": None}, where)
-    candidates = [Path(value).expanduser()] if Path(value).expanduser().is_absolute() else [file_dir / value,
-                                                                                               root / value]
-    found = next((c for c in candidates if c.is_file()), None)
+    candidates, found = locate(value, file_dir, root)
     if found is None:
         tried = " or ".join(dict.fromkeys(str(c) for c in candidates))
         raise SFTDataError(f"{where}: {value!r} is unreadable: no such file ({tried})")
-    return check_image({"bytes": None, "path": str(found.resolve())}, where)
+    return check_image({"bytes": None, "path": str(found)}, where)
+
+
+def referenced_path(value) -> str | None:
+    """The file an image value names by path (a string or {"path"} without bytes); None for embedded ones."""
+    if isinstance(value, dict) and value.get("bytes") is None:
+        value = value.get("path")
+    if isinstance(value, str) and value and not value.startswith("data:"):
+        return value
+    return None
+
+
+def locate(value: str, file_dir: Path, root: Path) -> tuple[list[Path], Path | None]:
+    """Where an image path may be (relative to its file, else to `cold_start.path`, or absolute) and
+    the first that exists, resolved; one rule for loading and for `content_digest`."""
+    candidates = [Path(value).expanduser()] if Path(value).expanduser().is_absolute() else [file_dir / value,
+                                                                                           root / value]
+    found = next((c for c in candidates if c.is_file()), None)
+    return candidates, found.resolve() if found is not None else None
 
 
 def decode_base64(text: str, where: str) -> bytes:

@@ -19,6 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def digest_memo(tmp_path_factory):
+    """The file-digest memo (care.hashing) of this test session, not the user's ~/.cache; the runs the
+    tests start inherit it."""
+    os.environ.setdefault("CARE_DIGEST_MEMO", str(tmp_path_factory.mktemp("memo") / "file_digests.sqlite"))
+    return Path(os.environ["CARE_DIGEST_MEMO"])
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
     """Tiny backbones and cold starts built once per test session."""

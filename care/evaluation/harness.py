@@ -187,26 +187,40 @@ def evaluate_policy(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Rec
 
 
 def policy_fingerprint(policy_dir: str) -> list:
-    """What identifies a saved policy cheaply: its files' names, sizes and modification times."""
-    root = Path(policy_dir)
-    return [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()]
+    """What identifies a saved policy wherever it lies: its files' names, sizes and content digests
+    (care.hashing.tree_digest: memoised per machine, so weights are read once, not per job)."""
+    from care.hashing import tree_digest
+
+    return tree_digest(policy_dir)
+
+
+def record_digest(record: Record) -> str:
+    """Everything of a record the model sees or is scored on: id, prompt text (question, choices),
+    answer, answer type, source, and each image's content (care.data.adapters.common.image_content_digest)."""
+    from care.data.adapters.common import image_content_digest
+    from care.data.schema import prompt_text
+    from care.hashing import digest
+
+    scored = [record.id, prompt_text(record), record.choices, record.answer, record.answer_type, record.source]
+    return digest(json.dumps(scored), *(f"\n{image_content_digest(image)}" for image in record.images), length=16)
 
 
 def before_key(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]], macro_of: list[str]) -> str:
-    """Everything the before-RL scores depend on: the policy, the protocol, the records, the engine and
-    the pixel caps. Not the width of the job that reads them: a sweep's before-RL phase is scored once,
-    by its own job, and runs of any width reuse it (eval_metrics.json records the processes that scored
-    it; sampled HF scores move with how the prompts were split, within sampling noise)."""
+    """Everything the before-RL scores depend on: the policy's content, the protocol, every record's
+    content (text and image bytes: a changed picture under the same id is scored again), the engine and
+    the pixel caps; never a path, so a copied cache is reused. Not the width of the job that reads them:
+    a sweep's before-RL phase is scored once, by its own job, and runs of any width reuse it
+    (eval_metrics.json records the processes that scored it; sampled HF scores move with how the prompts
+    were split, within sampling noise)."""
     from care.hashing import config_hash, digest
 
     ev = cfg.eval
     protocol = (ev.engine, ev.isolate, ev.do_sample, ev.temperature, ev.max_new_tokens, ev.batch_size,
                 ev.extraction, eval_seeds(ev))
-    records = {name: digest(*(f"{r.id}\t{r.answer}\n" for r in recs), length=16) for name, recs in benchmarks.items()}
+    records = {name: digest(*(f"{record_digest(r)}\n" for r in recs), length=16) for name, recs in benchmarks.items()}
     backbone = (cfg.backbone.name, cfg.backbone.dtype, cfg.backbone.attn_implementation, cfg.backbone.min_pixels,
                 cfg.backbone.max_pixels, cfg.rl.compute_dtype)
-    return config_hash("before/v2", policy_fingerprint(policy_dir), protocol, records, macro_of, backbone)
+    return config_hash("before/v3", policy_fingerprint(policy_dir), protocol, records, macro_of, backbone)
 
 
 def before_dir(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]], macro_of: list[str],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import io
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from care.hashing import digest
+from care.hashing import digest, file_digest
 
 LETTERS = "ABCDEFGHIJ"
 MAX_OPTIONS_CHARS = 20_000  # a real options string is a few hundred characters; refuse to parse more
@@ -106,6 +107,25 @@ def image_digest(image: Image.Image) -> str:
         with Image.open(io.BytesIO(encoded)) as fresh:
             return _pixel_digest(fresh)
     return _pixel_digest(image)
+
+
+def image_content_digest(image: Image.Image) -> str:
+    """sha256 of what the image was read from: its encoded bytes as loaded (equal to its file's digest),
+    else its file (`datasets` decodes path cells with Image.open), else its decoded pixels (an image
+    made in memory). Cache keys use it: a changed picture changes it, a copy elsewhere does not.
+    Remembered on the image, so a key computed twice hashes once."""
+    known = getattr(image, "care_content_digest", None)
+    if known is None:
+        encoded = getattr(image, "care_encoded", None)
+        filename = getattr(image, "filename", "")
+        if encoded is not None:
+            known = digest(encoded)
+        elif filename and os.path.isfile(filename):
+            known = file_digest(filename)
+        else:
+            known = "pixels:" + _pixel_digest(image)
+        image.care_content_digest = known
+    return known
 
 
 def _pixel_digest(image: Image.Image) -> str:
