@@ -15,7 +15,8 @@ share one key.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from care.config import Config
 from care.hashing import config_hash
@@ -53,8 +54,6 @@ def base_identity(cfg: Config) -> str:
 
 
 def _cache(cfg: Config) -> str:
-    from pathlib import Path
-
     return str(Path(cfg.cache_dir).expanduser().resolve())
 
 
@@ -69,8 +68,6 @@ class StartingPoint:
 
 def starting_point(cfg: Config, build: bool = True) -> StartingPoint:
     """Prepare the data and find (with `build`, build or reuse) the cold start RL starts from."""
-    from pathlib import Path
-
     from care.coldstart import cold_start_policy
     from care.data.training import prepare
     from care.models import resolve_backbone
@@ -81,25 +78,17 @@ def starting_point(cfg: Config, build: bool = True) -> StartingPoint:
     return StartingPoint(data=data, policy_dir=policy_dir, backbone_dir=backbone_dir)
 
 
-def before_scores(cfg: Config, start: StartingPoint, eval_dir=None) -> tuple[dict, dict, list[str]]:
-    """The before-RL scores of the starting policy (scored once, cached), the benchmarks a run checks
-    before and after RL, and which of them its macro averages."""
-    from care.evaluation.harness import before_after_benchmarks, before_rl
-
-    benchmarks, macro_of = before_after_benchmarks(cfg, start.data.held_out)
-    return before_rl(cfg, start.policy_dir, benchmarks, macro_of, eval_dir), benchmarks, macro_of
+def base_config(cfg: Config) -> Config:
+    """The config the Base row is scored under: the same protocol with eval.base_extraction's answer rule."""
+    return replace(cfg, eval=replace(cfg.eval, extraction=cfg.eval.base_extraction))
 
 
-def base_scores(cfg: Config, start: StartingPoint, eval_dir=None) -> dict:
-    """The backbone's own scores under the Base answer rule (eval.base_extraction), scored once and cached
-    beside the before-RL scores; the run's eval/ gets `base-*` sample files."""
-    from dataclasses import replace
+def base_scores(cfg: Config, backbone_dir: str, benchmarks: dict, macro_of: list[str], eval_dir=None) -> dict:
+    """The backbone's own scores under the Base answer rule, scored once and cached beside the before-RL
+    scores (care.evaluation.harness.before_rl); the run's eval/ gets `base-*` sample files."""
+    from care.evaluation.harness import before_rl
 
-    from care.evaluation.harness import before_after_benchmarks, before_rl
-
-    base_cfg = replace(cfg, eval=replace(cfg.eval, extraction=cfg.eval.base_extraction))
-    benchmarks, macro_of = before_after_benchmarks(cfg, start.data.held_out)
-    return before_rl(base_cfg, start.backbone_dir, benchmarks, macro_of, eval_dir, tag="base-")
+    return before_rl(base_config(cfg), backbone_dir, benchmarks, macro_of, eval_dir, tag="base-")
 
 
 def phase_done(phase: str, cfg: Config) -> bool:
@@ -108,33 +97,25 @@ def phase_done(phase: str, cfg: Config) -> bool:
     Decided by the same content keys the jobs use, so it loads the data and reads the SFT files, but
     no weights; a before-RL phase is never done while its cold start is not built.
     """
-    from pathlib import Path
-
-    from care.coldstart import cold_start_dir
+    from care.coldstart import cold_start_dir, cold_start_policy
     from care.data.training import prepare
+    from care.evaluation.harness import before_after_benchmarks, before_dir
     from care.models import resolve_backbone
 
     backbone_dir = resolve_backbone(cfg.backbone, Path(_cache(cfg)))
     if phase == BASE:
-        from dataclasses import replace
-
-        from care.evaluation.harness import before_after_benchmarks, before_dir
-
-        base_cfg = replace(cfg, eval=replace(cfg.eval, extraction=cfg.eval.base_extraction))
-        benchmarks, macro_of = before_after_benchmarks(cfg, prepare(cfg).held_out)
-        return (before_dir(base_cfg, backbone_dir, benchmarks, macro_of, "base-") / "eval_metrics.json").is_file()
-    built = cold_start_dir(cfg, backbone_dir, Path(_cache(cfg)))
-    if built is not None and not (built / "config.json").is_file():
-        return False
-    if phase == COLD_START:
-        return True
-    from care.coldstart import cold_start_policy
-    from care.evaluation.harness import before_after_benchmarks, before_dir
-
-    data = prepare(cfg)
-    policy_dir = cold_start_policy(cfg, data.train, backbone_dir, Path(_cache(cfg)))  # built: only looks it up
-    benchmarks, macro_of = before_after_benchmarks(cfg, data.held_out)
-    return (before_dir(cfg, policy_dir, benchmarks, macro_of) / "eval_metrics.json").is_file()
+        policy_dir, scored_as, tag = backbone_dir, base_config(cfg), "base-"
+    else:
+        built = cold_start_dir(cfg, backbone_dir, Path(_cache(cfg)))
+        if built is not None and not (built / "config.json").is_file():
+            return False
+        if phase == COLD_START:
+            return True
+        # built: its folder; cold_start=none or checkpoint: what RL starts from, nothing to build
+        policy_dir = str(built) if built is not None else cold_start_policy(cfg, [], backbone_dir, Path(_cache(cfg)))
+        scored_as, tag = cfg, "before-"
+    benchmarks, macro_of = before_after_benchmarks(cfg, prepare(cfg).held_out)
+    return (before_dir(scored_as, policy_dir, benchmarks, macro_of, tag) / "eval_metrics.json").is_file()
 
 
 @dataclass
@@ -142,7 +123,7 @@ class Phase:
     """One shared phase of a sweep: built from `cfg` (the first job that needs it) for the jobs at
     `positions`, after the phases whose keys are in `needs`."""
 
-    kind: str  # COLD_START or BEFORE
+    kind: str  # BASE, COLD_START or BEFORE
     key: str
     cfg: Config
     positions: list[int]
@@ -155,7 +136,7 @@ class Phase:
                     f"under eval.base_extraction={ev.base_extraction}")
         what = f"{self.cfg.backbone.name}, cold_start={cs.name} (cold_start.seed={cs.seed})"
         if self.kind == BEFORE:
-            what += f", eval={'+'.join(self.cfg.eval.benchmarks)} x {len(self.cfg.eval.seeds)} seed(s)"
+            what += f", eval={'+'.join(ev.benchmarks)} x {len(ev.seeds)} seed(s)"
         return what
 
 
@@ -209,11 +190,13 @@ def run_phase(phase: str, config: dict, configure_logging: bool = False) -> dict
     seed_everything(cfg.cold_start.seed, cfg.threads)
     start = starting_point(cfg, build=phase != BASE)
     result = {"phase": phase, "policy_dir": start.policy_dir}
-    if phase == BASE:
-        result["macro"] = base_scores(cfg, start)["macro"]["mean"]
-    if phase == BEFORE:
-        before, _, _ = before_scores(cfg, start)
-        result["macro"] = before["macro"]["mean"]
+    if phase in (BASE, BEFORE):
+        from care.evaluation.harness import before_after_benchmarks, before_rl
+
+        benchmarks, macro_of = before_after_benchmarks(cfg, start.data.held_out)
+        scores = base_scores(cfg, start.backbone_dir, benchmarks, macro_of) if phase == BASE \
+            else before_rl(cfg, start.policy_dir, benchmarks, macro_of, None)
+        result["macro"] = scores["macro"]["mean"]
     logging.getLogger(__name__).info("%s phase done: %s", phase, result)
     leave_process_group()
     return result

@@ -65,8 +65,8 @@ def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = Non
 
 
 def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
-    from care.evaluation.harness import evaluate_policy, flat
-    from care.phases import base_scores, before_scores, starting_point
+    from care.evaluation.harness import before_after_benchmarks, before_rl, evaluate_policy, flat
+    from care.phases import base_scores, starting_point
 
     started = time.time()
     seed_everything(cfg.seed, cfg.threads)
@@ -77,8 +77,9 @@ def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
 
     # eval.benchmarks plus the held-out training slice (named after data.name); the macro is over
     # eval.benchmarks, or over the held-out slice when the check is the synthetic one alone
-    before, benchmarks, macro_of = before_scores(cfg, start, files.eval_dir)  # shared by runs that start alike
-    base = base_scores(cfg, start, files.eval_dir) if cfg.eval.base else None  # the backbone itself (Base row)
+    benchmarks, macro_of = before_after_benchmarks(cfg, data.held_out)
+    before = before_rl(cfg, policy_dir, benchmarks, macro_of, files.eval_dir)  # shared by runs that start alike
+    base = base_scores(cfg, start.backbone_dir, benchmarks, macro_of, files.eval_dir) if cfg.eval.base else None
     log.info("before RL: macro %.1f", before["macro"]["mean"])
     free_accelerator_memory()
 

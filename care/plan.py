@@ -42,7 +42,7 @@ CUDA_CONTEXT_GIB = 2.0
 ASSUMED_WRITE_GB_PER_S = 2.0
 # care/trainer/build.py and care/coldstart.py: `save_total_limit=2` (tests/test_plan.py reads both)
 SAVE_TOTAL_LIMIT = 2
-VISION_R1_COLD_SAMPLES = 200_000  # Vision-R1-cold, "≈ 200K" (shared/docs/paper_recipe.md); there is no key for it
+VISION_R1_COLD_SAMPLES = 200_000  # Vision-R1-cold, "≈ 200K" (docs/cold_start.md); there is no key for it
 # Assumed mean tokens (image + text) of a cold-start sample, capped by cold_start.max_length (16,384 for sft):
 # the plan reads no data, so Vision-R1-cold's real mean is not known to it; memory uses the cutoff instead.
 ASSUMED_SFT_MEAN_TOKENS = 2_048
