@@ -133,12 +133,20 @@ class DataConfig:
     grid: int = 3  # cells per side of the synthetic image
     cell_px: int = 28
     path: str | None = None  # a local copy of a real training set; None loads the hub id
-    # prompt tokens (chat template + image tokens at backbone.min/max_pixels); longer prompts are dropped
+    # Counts are contracts (care.data.training): asking for more prompts than exist is an error.
+    max_train_size: int | None = None  # a preset's cap (scale=toy: 48): trains on at most this, never an error
+    allow_fewer: bool = False  # train on what is left when fewer than data.train_size prompts remain
+    max_dropped_fraction: float = 0.0  # bad rows that may be dropped (counted per reason); 0: any fails the run
+    max_overlong_fraction: float = 0.05  # prompts over rl.max_prompt_length that may be filtered out
 
     def __post_init__(self) -> None:
         check_choice("data.name", self.name, DATASETS)
         if self.train_size is not None:
             check_range("data.train_size", self.train_size, 1)
+        if self.max_train_size is not None:
+            check_range("data.max_train_size", self.max_train_size, 1)
+        check_range("data.max_dropped_fraction", self.max_dropped_fraction, 0.0, 1.0)
+        check_range("data.max_overlong_fraction", self.max_overlong_fraction, 0.0, 1.0)
         check_range("data.eval_size", self.eval_size, 1)
         check_range("data.grid", self.grid, 2, 6)
         check_range("data.cell_px", self.cell_px, 8)

@@ -63,6 +63,7 @@ def preflight(cfg: Config) -> None:
         from care.data.training import prepare  # before any job starts (the job reuses what this prepared)
 
         prepare(cfg)
+        sft_set_check(cfg)
     if len(errors) == 1:
         raise errors[0]
     if errors:
@@ -134,3 +135,19 @@ def training_data_problems(cfg: Config) -> list[str]:
         except (ValueError, OSError) as err:  # DatasetUnavailable, MalformedRow, an image that does not open
             problems.append(f"data={data.name}: {err}")
     return problems
+
+
+def sft_set_check(cfg: Config) -> None:
+    """Read and check every record and image of the cold start's SFT set (care.sft_files), so a bad line
+    fails the sweep before it is queued, not when its cold-start job starts hours later. Skipped when that
+    cold start is already built: its cache key covers the set's content, which was checked when it was."""
+    if cfg.cold_start.name != "sft":
+        return
+    from care.coldstart import cold_start_dir
+    from care.models import resolve_backbone
+    from care.sft_files import check_sft_set
+
+    cache_dir = Path(cfg.cache_dir).expanduser()
+    built = cold_start_dir(cfg, resolve_backbone(cfg.backbone, cache_dir), cache_dir)
+    if built is None or not (built / "config.json").is_file():
+        check_sft_set(cfg.cold_start.path)

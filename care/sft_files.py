@@ -12,8 +12,10 @@ earlier turns are its prompt. Files: .json (a list of records), .jsonl, .parquet
 every such file below it except LLaMA-Factory's `dataset_info.json`.
 
 Every problem is raised as ValueError naming `cold_start.path`, the file, the record and the value,
-before any training starts. Images are opened (header only) to catch missing or non-image files
-without decoding 200K pictures; the bytes are decoded lazily by `datasets` during training.
+before any training starts (and before a sweep is queued: care.preflight). Text is checked as training
+text is (care.data.rows: no lone surrogates, NULs removed, tokenizer control tokens escaped). Every
+image is decoded whole once and converted to RGB as training images are (care.data.images), so a
+truncated or 16-bit picture fails or is fixed here, not mid-training.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import io
 import json
 import re
 from pathlib import Path
@@ -81,20 +82,47 @@ def content_digest(path: str | Path) -> str:
 
 
 def read_records(file: Path) -> list[dict]:
+    """The file's records; a JSONL line that does not parse fails naming its line number."""
+    return [record for record, _ in numbered_records(file)]
+
+
+def numbered_records(file: Path) -> list[tuple[dict, str]]:
+    """(record, "record N" or "line N") for each record of the file, N as a person counts (JSONL lines
+    from 1, records of a list from 0 as they are indexed)."""
     where = f"{KEY}: {file}"
     try:
         if file.suffix == ".parquet":
             import pyarrow.parquet as pq
-            return pq.read_table(file).to_pylist()
+            return [(record, f"record {n}") for n, record in enumerate(pq.read_table(file).to_pylist())]
         text = file.read_text(encoding="utf-8")
         if file.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
+            out = []
+            for number, line in enumerate(text.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    out.append((json.loads(line), f"line {number}"))
+                except ValueError as err:
+                    raise SFTDataError(f"{where} line {number} is not JSON ({err})") from err
+            return out
         records = json.loads(text)
     except (OSError, ValueError) as err:  # JSONDecodeError and pyarrow's ArrowInvalid are ValueErrors
         raise SFTDataError(f"{where} cannot be read: {err}") from err
     if not isinstance(records, list):
         raise SFTDataError(f"{where} holds a JSON {type(records).__name__}; expected a list of records")
-    return records
+    return [(record, f"record {n}") for n, record in enumerate(records)]
+
+
+_CHECKED: set[str] = set()  # content digests of the sets this process has read whole without a problem
+
+
+def check_sft_set(path: str | Path) -> None:
+    """`load_sft_rows` for its checks alone, once per process and content (a sweep's launcher checks
+    each of its jobs)."""
+    key = content_digest(path)
+    if key not in _CHECKED:
+        load_sft_rows(path)
+        _CHECKED.add(key)
 
 
 def load_sft_rows(path: str | Path) -> list[dict]:
@@ -103,8 +131,8 @@ def load_sft_rows(path: str | Path) -> list[dict]:
     folder = root if root.is_dir() else root.parent
     rows = []
     for file in data_files(root):
-        for index, record in enumerate(read_records(file)):
-            rows.append(to_row(record, f"{KEY}={str(path)!r}: record {index} of {file}", file.parent, folder))
+        for record, position in numbered_records(file):
+            rows.append(to_row(record, f"{KEY}={str(path)!r}: {file} {position}", file.parent, folder))
     if not rows:
         raise SFTDataError(f"{KEY}={str(path)!r} holds no records")
     return rows
@@ -147,19 +175,46 @@ def conversation(record: dict, where: str) -> list[tuple[str, object]]:
         if role is None:
             raise SFTDataError(f"{where}: {key}[{i}].{role_key}={turn[role_key]!r} is not accepted; "
                                f"choose one of {', '.join(ROLES)}")
-        out.append((role, turn[text_key]))
+        out.append((role, checked_content(turn[text_key], f"{key}[{i}].{text_key}", where)))
     if out[-1][0] != "assistant" or not any(role == "user" for role, _ in out):
         raise SFTDataError(f"{where}: {key!r} must hold a user turn and end with an assistant turn to train on; "
                            f"its roles: {', '.join(role for role, _ in out)}")
     return out
 
 
+def checked_content(content, column: str, where: str):
+    """A turn's content as text (or TRL's list of {"type": "text"|"image"} parts; plain strings in a list
+    are text parts), with NULs removed and tokenizer control tokens escaped (care.data.rows); anything
+    else, or text that is not valid Unicode, raises naming the record and the field."""
+    from care.data.rows import RowProblem, check_text
+
+    def text(value, field: str) -> str:
+        try:
+            return check_text("" if value is None else value, field, required=False)
+        except RowProblem as problem:
+            raise SFTDataError(f"{where}: {problem}") from None
+
+    if not isinstance(content, list):
+        return text(content, column)
+    parts = []
+    for i, part in enumerate(content):
+        if isinstance(part, str):
+            parts.append({"type": "text", "text": text(part, f"{column}[{i}]")})
+        elif isinstance(part, dict) and part.get("type") == "image":
+            parts.append({"type": "image", "text": None})
+        elif isinstance(part, dict) and part.get("type", "text") == "text":
+            parts.append({"type": "text", "text": text(part.get("text"), f"{column}[{i}].text")})
+        else:
+            raise SFTDataError(f"{where}: {column}[{i}] is {part!r:.80}; accepted: a string, {{'type': 'text', "
+                               "'text': ...} or {'type': 'image'}")
+    return parts
+
+
 def blocks(content, role: str) -> list[dict]:
     """Structured content blocks ({"type", "text"}); `<image>` marks in user text become image blocks."""
-    if isinstance(content, list):  # already structured (TRL): keep text and image places, drop payloads
-        return [{"type": "image", "text": None} if part.get("type") == "image"
-                else {"type": "text", "text": str(part.get("text", ""))} for part in content]
-    text = "" if content is None else str(content)
+    if isinstance(content, list):  # already structured (checked_content): text and image places
+        return content
+    text = content
     if role != "user":
         return [{"type": "text", "text": text}]
     out = []
@@ -224,13 +279,20 @@ def decode_base64(text: str, where: str) -> bytes:
 
 
 def check_image(ref: dict, where: str) -> dict:
-    from PIL import Image, UnidentifiedImageError
+    """`ref` when its image decodes whole and is RGB within the limits; else {"bytes": <PNG>} of the
+    image converted as care.data.images does (16-bit, alpha, CMYK, oversized), or SFTDataError."""
+    from care.data.adapters.common import RowProblem, open_encoded
+    from care.data.images import ImageProblem, checked_image
 
-    source = io.BytesIO(ref["bytes"]) if ref["bytes"] is not None else ref["path"]
+    shown = ref["path"] or f"{len(ref['bytes'])} embedded bytes"
     try:
-        with Image.open(source) as image:  # reads the header: catches missing and non-image files cheaply
-            image.size  # noqa: B018
-    except (OSError, UnidentifiedImageError) as err:
-        shown = ref["path"] or f"{len(ref['bytes'])} embedded bytes"
-        raise SFTDataError(f"{where}: {shown!r} is unreadable as an image ({err})") from err
-    return ref
+        data = ref["bytes"] if ref["bytes"] is not None else Path(ref["path"]).read_bytes()
+        image = open_encoded(data)
+        checked = checked_image(image)
+    except OSError as err:
+        raise SFTDataError(f"{where}: {shown!r} is unreadable ({err})") from err
+    except (ImageProblem, RowProblem) as err:
+        raise SFTDataError(f"{where}: {shown!r} is unreadable as an image: {err}") from None
+    if checked is image:
+        return ref
+    return {"bytes": checked.care_encoded, "path": None}

@@ -21,7 +21,7 @@ from care.data.adapters.common import (
     open_encoded,
     split_embedded_options,
 )
-from care.data.loading import DatasetUnavailable, MalformedRow, load_records
+from care.data.loading import DatasetUnavailable, MalformedRow, RowProblem, load_records
 from care.data.schema import ANSWER_TYPES, Record, prompt_text, to_prompt_row
 from care.verifiers import verify
 from tests.no_network import no_network
@@ -364,8 +364,10 @@ def test_unknown_split_lists_the_ones_found():
 def test_missing_image_file_names_the_key(tmp_path):
     shutil.copytree(FIXTURES / "virl39k", tmp_path / "virl")
     (tmp_path / "virl/images/Processed-fixture-0022-0.png").unlink()
-    with pytest.raises(DatasetUnavailable, match="Processed-fixture-0022-0.png.*data.path"):
+    with pytest.raises(RowProblem, match=r"39Krelease.parquet row \d+: image 'images/Processed-fixture-0022-0.png' "
+                                         r"not found.*data.path") as raised:
         load_records("virl39k", path=tmp_path / "virl")
+    assert raised.value.reason == "missing_image"
 
 
 def test_unreadable_file_and_wrong_schema(tmp_path):
@@ -373,7 +375,7 @@ def test_unreadable_file_and_wrong_schema(tmp_path):
     with pytest.raises(DatasetUnavailable, match="broken.parquet.*eval.paths.mathvision"):
         load_records("mathvision", path=tmp_path / "broken.parquet")
     (tmp_path / "rows.jsonl").write_text(json.dumps({"query": "q", "label": ["1"]}) + "\n")
-    with pytest.raises(MalformedRow, match="lacks column 'image'"):
+    with pytest.raises(MalformedRow, match=r"rows.jsonl line 1: column 'image' is missing"):
         load_records("chartqa", path=tmp_path / "rows.jsonl")
 
 

@@ -126,3 +126,24 @@ def test_every_unreachable_benchmark_is_named(tmp_path):
     problems: list[str] = []
     check_benchmarks_reachable(cfg, problems)
     assert len(problems) == 2 and "eval.paths.mmmu" in problems[0] and "eval.paths.mathvision" in problems[1]
+
+
+def test_a_bad_sft_line_refuses_the_sweep_before_anything_is_queued(tmp_path):
+    """The SFT set is read whole when the sweep is launched, not when its cold-start job starts."""
+    import shutil
+
+    sft = tmp_path / "sft"
+    shutil.copytree(FIXTURES / "sft" / "vision_r1_cold", sft)
+    file = sft / "vision_r1_llava_cot_full.json"
+    records = __import__("json").loads(file.read_text())
+    records[1]["conversations"][0]["value"] = "What is \udc80 shown?"  # a lone surrogate: no valid UTF-8
+    file.write_text(__import__("json").dumps(records))
+    sweep = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, "run.py", "-m", "seed=0,1", "data=care_mix",
+                             f"data.path={FIXTURES / 'care_mix'}", "cold_start=sft", f"cold_start.path={sft}",
+                             "eval=fixtures", "scale=toy", "cluster=submitit_local", f"cache_dir={tmp_path}/cache",
+                             f"hydra.sweep.dir={sweep}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"{file} record 1: column 'conversations[0].value' holds a lone surrogate U+DC80" in result.stderr
+    assert not [p for p in sweep.rglob("*") if p.is_dir() and p.name[0].isdigit()]  # no job ran or was queued
+    assert not list((tmp_path / "cache").glob("cold_start/*"))

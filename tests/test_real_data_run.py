@@ -3,6 +3,7 @@ Vision-R1-cold-layout file, eval=fixtures), the main sweep over the same through
 data refused before any work: exit 2 naming the key and value, no final.json, other runs untouched."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,7 +83,8 @@ def test_data_counts_reach_final_and_run_json(mix_run):
     assert final["data"] == run_json["data"]
     data = final["data"]
     assert (data["loaded"], data["duplicates_removed"], data["filtered_overlong"]) == (35, 1, 1)
-    assert (data["held_out"], data["train"]) == (16, 17)  # scale=toy holds out 16; train_size 48 caps nothing
+    assert (data["held_out"], data["train"]) == (16, 17)  # scale=toy holds out 16; its cap of 48 caps nothing
+    assert (data["dropped"], data["escaped"]) == ({}, {})
     assert set(data["train_by_source"]) == {"geometry3k", "chartqa", "virl39k"}
     assert sum(data["train_by_source"].values()) == 17
     assert run_json["config"]["data"]["path"] == str(MIX)
@@ -90,7 +92,10 @@ def test_data_counts_reach_final_and_run_json(mix_run):
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["data.path=/nonexistent/care_mix"], "data.path='/nonexistent/care_mix' does not exist"),
-    (["data.path=tests/fixtures/care_mix", "rl.max_prompt_length=8"], "rl.max_prompt_length=8 drops all 34"),
+    (["data.path=tests/fixtures/care_mix", "rl.max_prompt_length=8"],
+     "34 of 34 prompts are longer than rl.max_prompt_length=8 tokens"),
+    (["data.path=tests/fixtures/care_mix", "data.train_size=40"],
+     "data.train_size=40 asks for more training prompts than the 17 left"),
 ])
 def test_bad_data_fails_before_any_work(tmp_path, cache_dir, overrides, message):
     neighbour = tmp_path / "other-run"
@@ -101,3 +106,29 @@ def test_bad_data_fails_before_any_work(tmp_path, cache_dir, overrides, message)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert not (run_dir / "final.json").exists() and not (run_dir / "run.json").exists()
     assert (neighbour / "final.json").read_text() == '{"after": {"macro": 1.0}}'
+
+
+def test_a_picture_that_would_break_a_step_is_caught_at_load(tmp_path, cache_dir):
+    """A truncated image used to load (header only) and break the training step that decoded it. Now
+    the default refuses it before any work, naming file, row and image; a user who accepts drops gets a
+    run that trains without that row and records the drop in run.json and final.json."""
+    import shutil
+
+    mix = tmp_path / "mix"
+    shutil.copytree(MIX, mix)
+    picture = sorted((mix / "virl39k" / "images").glob("*.png"))[3]
+    picture.write_bytes(picture.read_bytes()[:-40])  # the end of the pixel data is gone
+    refused = run(tmp_path / "refused", cache_dir, f"data.path={mix}", timeout=300)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert re.search(rf"39Krelease.parquet row \d+: image 0 \('images/{picture.name}'\)", refused.stderr), refused.stderr
+    assert "its pixels do not decode" in refused.stderr and "data.max_dropped_fraction=0.03" in refused.stderr
+    assert not (tmp_path / "refused" / "run.json").exists()
+    run_dir = tmp_path / "accepted"
+    accepted = run(run_dir, cache_dir, f"data.path={mix}", "data.max_dropped_fraction=0.03", "rl.steps=1",
+                   timeout=600)
+    assert accepted.returncode == 0, accepted.stderr[-3000:]
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["data"]["dropped"] == {"virl39k": {"undecodable_image": 1}}
+    assert json.loads((run_dir / "run.json").read_text())["data"]["dropped"] == final["data"]["dropped"]
+    counts = final["data"]
+    assert counts["loaded"] == 35 == 1 + counts["duplicates_removed"] + counts["filtered_overlong"] + counts["held_out"] + counts["train"]

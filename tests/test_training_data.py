@@ -39,7 +39,7 @@ def test_care_mix_counts_every_step(processor, cache_dir):
     assert data.counts == {
         "loaded": 35, "duplicates_removed": 1, "filtered_overlong": 1, "train": 29, "held_out": 4,
         "max_prompt_length": 2048, "train_by_source": data.counts["train_by_source"],
-        "held_out_by_source": data.counts["held_out_by_source"]}
+        "held_out_by_source": data.counts["held_out_by_source"], "dropped": {}, "escaped": {}}
     assert set(data.counts["train_by_source"]) == SOURCES
     assert sum(data.counts["train_by_source"].values()) == 29
     assert sum(data.counts["held_out_by_source"].values()) == 4
@@ -117,7 +117,8 @@ def test_unreadable_image(processor, cache_dir, tmp_path):
     shutil.copytree(MIX, tmp_path / "mix")
     image = next((tmp_path / "mix" / "virl39k" / "images").glob("*.png"))
     image.write_bytes(b"this is not a picture")
-    with pytest.raises(ValueError, match=f"data.path='{tmp_path / 'mix'}'.*not a readable image"):
+    with pytest.raises(ValueError, match=f"data.path='{tmp_path / 'mix'}': 1 of 35 rows are bad .*undecodable_image 1.*"
+                                         f"39Krelease.parquet row 1: image 'images/{image.name}': its 21 bytes are in no"):
         split_training_data(mix_config(cache_dir, tmp_path / "mix"), processor)
 
 
@@ -125,7 +126,7 @@ def test_empty_after_the_length_filter(processor, cache_dir):
     from dataclasses import replace
 
     cfg = mix_config(cache_dir)
-    with pytest.raises(ValueError, match="rl.max_prompt_length=8 drops all 34 prompts"):
+    with pytest.raises(ValueError, match="34 of 34 prompts are longer than rl.max_prompt_length=8 tokens"):
         split_training_data(replace(cfg, rl=replace(cfg.rl, max_prompt_length=8)), processor)
 
 
@@ -162,7 +163,7 @@ def test_prepare_reuses_a_split_only_for_the_same_limit(processor, cache_dir):
 
     from care.data.training import prepare, prompt_token_counts
 
-    cfg = mix_config(cache_dir)
+    cfg = mix_config(cache_dir, max_overlong_fraction=1.0)
     first = prepare(cfg, processor)
     assert prepare(replace(cfg), processor) is first  # same config: prepared once
     lengths = sorted(prompt_token_counts(processor, first.train, cfg.backbone.min_pixels, cfg.backbone.max_pixels))

@@ -24,12 +24,14 @@ from pathlib import Path
 
 from care.atomic import staged_directory
 from care.data.adapters import DATASET_NAMES, DatasetSpec, DatasetUnavailable, MalformedRow, dedupe, get_spec
-from care.data.adapters.common import ImageResolver, RowContext
+from care.data.adapters.common import ImageResolver, RowContext, RowProblem
+from care.data.images import ImageProblem, checked_image
+from care.data.rows import DropReport, check_answer, check_text, clean_text
 from care.data.schema import Record
 from care.hashing import digest
 from care.hub import hub_offline, offline_if_requested
 
-__all__ = ["DATASET_NAMES", "DatasetUnavailable", "MalformedRow", "load_records"]
+__all__ = ["DATASET_NAMES", "DatasetUnavailable", "DropReport", "MalformedRow", "RowProblem", "load_records"]
 
 # When one split ships in several formats (MathVerse: testmini.json and testmini.parquet), the first wins.
 FORMAT_PRIORITY = (".parquet", ".arrow", ".jsonl", ".json")
@@ -39,14 +41,20 @@ _PARQUET_BATCH_ROWS = 64
 
 
 def load_records(name: str, split: str | None = None, path: str | os.PathLike | None = None,
-                 hub_id: str | None = None, limit: int | None = None) -> list[Record]:
-    """Records of dataset `name` (see `DATASET_NAMES`); `split` defaults to the spec's usual split."""
+                 hub_id: str | None = None, limit: int | None = None,
+                 report: DropReport | None = None) -> list[Record]:
+    """Records of dataset `name` (see `DATASET_NAMES`); `split` defaults to the spec's usual split.
+
+    Every row is checked (care.data.rows): without `report` the first bad row raises MalformedRow naming
+    its file, row and column (benchmarks: a dropped row would change the denominator); with one, bad rows
+    are counted there and skipped, and the caller applies its policy (care.data.training).
+    """
     spec = get_spec(name)
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     split = split or spec.default_split
     if spec.components:
-        return _load_mix(spec, split, path, hub_id, limit)
+        return _load_mix(spec, split, path, hub_id, limit, report)
     if path is not None and str(path).strip():
         rows = _local_rows(spec, split, Path(path).expanduser())
     else:
@@ -54,22 +62,66 @@ def load_records(name: str, split: str | None = None, path: str | os.PathLike | 
     records: list[Record] = []
     if limit == 0:
         return records
+    escapes: Counter[str] = Counter()
     for row, ctx in rows:
-        records.append(_convert(spec, row, ctx))
+        if report is not None:
+            report.rows[spec.name] += 1
+        try:
+            records.append(_checked(spec, row, ctx, escapes))
+        except RowProblem as problem:
+            if report is None:
+                raise problem.located(f"{spec.name}: {ctx.where}") from None
+            report.drop(spec.name, problem, ctx.where)
         if limit is not None and len(records) >= limit:
             break  # before pulling another row: that could load the next hub config
+    if report is not None:
+        for reason, n in escapes.items():
+            report.escape(spec.name, reason, n)
     return _with_unique_ids(records)
 
 
-def _convert(spec: DatasetSpec, row: dict, ctx: RowContext) -> Record:
-    where = f"{spec.name} ({ctx.split}) row {ctx.index}"
+def _checked(spec: DatasetSpec, row, ctx: RowContext, escapes: Counter) -> Record:
+    """The row's record with clean text and checked RGB images; raises RowProblem (care.data.rows)."""
+    if isinstance(row, RowProblem):  # a line the reader could not parse
+        raise row
+    row = dict(row)
+    for column in spec.text_columns:
+        if column in row:
+            row[column] = check_text(row[column], column, escapes=escapes)
+    for column in spec.optional_text_columns:
+        if column in row:
+            row[column] = check_text(row[column], column, required=False, escapes=escapes)
+    for column in spec.answer_columns:
+        if column in row:
+            check_answer(row[column], column)
     try:
-        return spec.convert(row, ctx)
+        record = spec.convert(row, ctx)
     except KeyError as err:
-        raise MalformedRow(f"{where} lacks column {err}; it has {sorted(row)}. Is this a copy of "
-                           f"{spec.hub_id} in its original schema?") from None
+        raise RowProblem("missing_column", str(err.args[0]), f"is missing: the row has {sorted(row)}. Is this a "
+                         f"copy of {spec.hub_id} in its original schema?") from None
+    except RowProblem:
+        raise
     except MalformedRow as err:
-        raise MalformedRow(f"{where}: {err}") from None
+        raise RowProblem("malformed", None, str(err)) from None
+    except (TypeError, AttributeError, ValueError, IndexError) as err:  # a cell of a type the schema never has
+        raise RowProblem("malformed", None, f"{type(err).__name__}: {err}") from None
+    record.question = clean_text(record.question, "question")
+    if record.choices:
+        record.choices = [clean_text(choice, "options") for choice in record.choices]
+    if not record.answer.strip() or record.answer.lower() == "nan":
+        raise RowProblem("missing_answer", spec.answer_columns[0], f"gives the gold {record.answer!r}")
+    if not record.images:
+        raise RowProblem("missing_image", None, f"the row has no image; every {spec.name} question needs its image")
+    images = []
+    for number, image in enumerate(record.images):
+        try:
+            images.append(checked_image(image))
+        except ImageProblem as problem:
+            source = getattr(image, "care_source", None)
+            named = f"image {number}" + (f" ({source!r})" if source else "")
+            raise RowProblem(problem.reason, None, f"{named}: {problem}") from None
+    record.images = images
+    return record
 
 
 def _with_unique_ids(records: list[Record]) -> list[Record]:
@@ -82,7 +134,8 @@ def _with_unique_ids(records: list[Record]) -> list[Record]:
     return records
 
 
-def _load_mix(spec: DatasetSpec, split: str, path, hub_id: str | None, limit: int | None) -> list[Record]:
+def _load_mix(spec: DatasetSpec, split: str, path, hub_id: str | None, limit: int | None,
+              report: DropReport | None) -> list[Record]:
     """care_mix: each component from `path/<component>` (or its own hub id), then `dedupe`."""
     if hub_id:
         raise ValueError(f"{spec.name} is the union of {', '.join(spec.components)} and has no hub id of its "
@@ -100,7 +153,13 @@ def _load_mix(spec: DatasetSpec, split: str, path, hub_id: str | None, limit: in
                 raise DatasetUnavailable(
                     f"{spec.name}: {spec.config_key}={str(path)!r} has no {component!r} entry. Set "
                     f"{spec.config_key} to a folder holding {', '.join(spec.components)} (one local copy each)")
-        records += load_records(component, split, path=component_path)
+        rows_before = report.rows[component] if report else 0
+        loaded = load_records(component, split, path=component_path, report=report)
+        if not (report.rows[component] - rows_before if report else len(loaded)):  # strict loads drop nothing
+            raise DatasetUnavailable(f"{spec.name}: the {component} component "
+                                     f"({component_path or get_spec(component).hub_id}) holds no rows; a mix "
+                                     "without one of its parts is not the mix")
+        records += loaded
     return dedupe(records)[:limit]
 
 
@@ -121,8 +180,8 @@ def _local_rows(spec: DatasetSpec, split: str, root: Path) -> Iterator[tuple[dic
         bases = [file.parent, *[p for p in file.parent.parents if root.is_dir() and p.is_relative_to(root)]]
         resolver = ImageResolver(bases, hint)
         config = file.parent.name if file.parent.name in spec.hub_configs else None
-        for row in _read_file(file, spec, hint):
-            yield row, RowContext(index, split, config, resolver)
+        for row, position in _read_file(file, spec, hint):
+            yield row, RowContext(index, split, config, resolver, where=f"{file} {position}")
             index += 1
 
 
@@ -151,8 +210,8 @@ def _saved_dataset_rows(spec: DatasetSpec, split: str, root: Path, hint: str):
                                      f"not {split!r}. {hint}")
         loaded = loaded[split]
     resolver = ImageResolver([root, *root.parents[:1]], hint)
-    for index, row in enumerate(loaded):
-        yield row, RowContext(index, split, None, resolver)
+    for index, row in enumerate(_undecoded(loaded)):
+        yield row, RowContext(index, split, None, resolver, where=f"{root} ({split}) row {index}")
 
 
 def _data_files(spec: DatasetSpec, split: str, root: Path, hint: str) -> list[Path]:
@@ -185,27 +244,54 @@ def _names_split(file: Path, root: Path, split: str) -> bool:
     return split in file.relative_to(root).parent.parts
 
 
-def _read_file(file: Path, spec: DatasetSpec, hint: str) -> Iterator[dict]:
+def _read_file(file: Path, spec: DatasetSpec, hint: str) -> Iterator[tuple[dict | RowProblem, str]]:
+    """(row, "row N" or "line N") for each row of the file; a JSONL line that does not parse is yielded
+    as a RowProblem (one bad row, not a bad file); a file that cannot be read at all raises."""
     try:
         if file.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            for batch in pq.ParquetFile(file).iter_batches(batch_size=_PARQUET_BATCH_ROWS):
-                yield from batch.to_pylist()
+            rows = (row for batch in pq.ParquetFile(file).iter_batches(batch_size=_PARQUET_BATCH_ROWS)
+                    for row in batch.to_pylist())
+            yield from ((row, f"row {n}") for n, row in enumerate(rows))
         elif file.suffix == ".arrow":
             import datasets
 
-            yield from datasets.Dataset.from_file(str(file))
+            yield from ((row, f"row {n}") for n, row in enumerate(_undecoded(datasets.Dataset.from_file(str(file)))))
         elif file.suffix == ".jsonl":
-            with file.open(encoding="utf-8") as handle:
-                for line in handle:
+            with file.open(encoding="utf-8", errors="surrogateescape") as handle:
+                for number, line in enumerate(handle, start=1):
                     if line.strip():
-                        yield json.loads(line)
+                        yield _json_line(line), f"line {number}"
         else:
-            yield from _json_rows(json.loads(file.read_text(encoding="utf-8")), file)
+            rows = _json_rows(json.loads(file.read_text(encoding="utf-8")), file)
+            yield from ((row, f"row {n}") for n, row in enumerate(rows))
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid and json's JSONDecodeError are ValueErrors
         raise DatasetUnavailable(f"{spec.name}: cannot read {str(file)!r} ({type(err).__name__}: {err}). "
                                  f"{hint}") from err
+
+
+def _json_line(line: str) -> dict | RowProblem:
+    try:
+        row = json.loads(line)
+    except ValueError as err:
+        return RowProblem("unreadable_row", None, f"not JSON ({err})")
+    if not isinstance(row, dict):
+        return RowProblem("unreadable_row", None, f"a JSON {type(row).__name__}, not an object of columns")
+    return row
+
+
+def _undecoded(dataset):
+    """The rows of a `datasets.Dataset` as stored: Image cells as {"bytes", "path"}, not decoded pictures,
+    so images reach care.data.images.checked_image (and memory) encoded, as local files do. Read as
+    Arrow batches: nothing is cast, so nothing is written beside a user's (maybe read-only) data."""
+    import datasets
+
+    if not isinstance(dataset, datasets.Dataset):  # already plain rows
+        yield from dataset
+        return
+    for table in dataset.with_format("arrow").iter(batch_size=_PARQUET_BATCH_ROWS):
+        yield from table.to_pylist()
 
 
 def _json_rows(data, file: Path) -> list[dict]:
@@ -237,8 +323,9 @@ def _hub_rows(spec: DatasetSpec, split: str, hub_id: str) -> Iterator[tuple[dict
                                      f"hub ({type(err).__name__}: {reason}). {hint}") from err
         if resolver is None:
             resolver = ImageResolver(_hub_image_folders(spec, hub_id, hint), hint)
-        for row in loaded:
-            yield row, RowContext(index, split, config, resolver)
+        for row in _undecoded(loaded):
+            yield row, RowContext(index, split, config, resolver,
+                                  where=f"{hub_id}{f' ({config})' if config else ''} {split} row {index}")
             index += 1
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from care.hashing import digest, file_digest
 
@@ -30,6 +30,21 @@ class MalformedRow(ValueError):
     """A row whose content breaks the dataset's documented schema (bad options, unknown gold letter)."""
 
 
+class RowProblem(MalformedRow):
+    """One row that cannot be used as it is (care.data.rows): `reason` names the class of problem (the
+    name drops are counted under), `column` where it is."""
+
+    def __init__(self, reason: str, column: str | None, detail: str):
+        super().__init__(f"column {column!r} {detail}" if column else detail)
+        self.reason, self.column, self.detail = reason, column, detail
+
+    def located(self, where: str) -> RowProblem:
+        """The same problem, its message starting with the row it is in ("<file> row 12")."""
+        located = RowProblem(self.reason, self.column, self.detail)
+        located.args = (f"{where}: {self}",)
+        return located
+
+
 # ---------------------------------------------------------------------------------------------- images
 
 
@@ -41,6 +56,7 @@ class RowContext:
     split: str
     config: str | None
     images: ImageResolver
+    where: str = ""  # the row for people: "<file> row 12", "<file> line 13", "<hub id> <split> row 12"
 
 
 @dataclass
@@ -70,20 +86,25 @@ class ImageResolver:
                 return open_encoded(cell["bytes"])
             if cell.get("path"):
                 return self._from_path(cell["path"])
-            raise MalformedRow(f"image cell has neither bytes nor path: keys {sorted(cell)}")
+            raise RowProblem("missing_image", None, f"image cell has neither bytes nor path: keys {sorted(cell)}")
         if isinstance(cell, (bytes, bytearray)):
             return open_encoded(bytes(cell))
         if isinstance(cell, str):
             return self._from_path(cell)
-        raise MalformedRow(f"unsupported image cell of type {type(cell).__name__}")
+        raise RowProblem("missing_image", None, f"unsupported image cell of type {type(cell).__name__}")
 
     def _from_path(self, relative: str) -> Image.Image:
         candidates = [Path(relative)] if Path(relative).is_absolute() else [b / relative for b in self.base_dirs]
         for candidate in candidates:
             if candidate.is_file():
-                return open_encoded(candidate.read_bytes())
+                try:
+                    image = open_encoded(candidate.read_bytes())
+                except RowProblem as problem:
+                    raise RowProblem(problem.reason, None, f"image {relative!r}: {problem.detail}") from None
+                image.care_source = relative  # named when a later check refuses it
+                return image
         tried = ", ".join(str(b) for b in self.base_dirs) or "(no base folder: data came from the hub)"
-        raise DatasetUnavailable(f"image {relative!r} not found (looked under {tried}). {self.failure_hint}")
+        raise RowProblem("missing_image", None, f"image {relative!r} not found (looked under {tried}). {self.failure_hint}")
 
 
 def open_encoded(data: bytes) -> Image.Image:
@@ -92,10 +113,15 @@ def open_encoded(data: bytes) -> Image.Image:
     Lazy decoding keeps a 39K-row training set at its compressed size in memory. The encoded bytes are
     kept on the image so `image_digest` can hash pixels without decoding the image in place.
     """
+    from care.data.images import bomb_guard_lifted
+
     try:
-        image = Image.open(io.BytesIO(data))
-    except (OSError, SyntaxError) as err:  # PIL raises UnidentifiedImageError (an OSError) for non-images
-        raise MalformedRow(f"image bytes are not a readable image ({err})") from None
+        with bomb_guard_lifted():  # the header only; care.data.images.checked_image judges the size
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise RowProblem("undecodable_image", None, f"its {len(data)} bytes are in no image format PIL reads") from None
+    except (OSError, SyntaxError) as err:
+        raise RowProblem("undecodable_image", None, f"its bytes are not a readable image ({err})") from None
     image.care_encoded = data
     return image
 

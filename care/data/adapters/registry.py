@@ -32,6 +32,10 @@ class DatasetSpec:
     # rows of the default split, for estimates that load no data (task=plan; docs/paper_eval.md's table);
     # care_mix: the paper's 49.3K after deduplication, not the components' sum
     approx_rows: int | None = None
+    # checked before the adapter runs (care.data.rows): user-visible text, text that may be empty, golds
+    text_columns: tuple[str, ...] = ("question",)
+    optional_text_columns: tuple[str, ...] = ()
+    answer_columns: tuple[str, ...] = ("answer",)
 
     @property
     def config_key(self) -> str:
@@ -40,21 +44,23 @@ class DatasetSpec:
 
 
 SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
-    DatasetSpec("geometry3k", "train", "hiyouga/geometry3k", "train", training.geometry3k, approx_rows=2_101),
-    DatasetSpec("chartqa", "train", "HuggingFaceM4/ChartQA", "train", training.chartqa, approx_rows=28_299),
+    DatasetSpec("geometry3k", "train", "hiyouga/geometry3k", "train", training.geometry3k, approx_rows=2_101,
+                text_columns=("problem",)),
+    DatasetSpec("chartqa", "train", "HuggingFaceM4/ChartQA", "train", training.chartqa, approx_rows=28_299,
+                text_columns=("query",), answer_columns=("label",)),
     DatasetSpec("virl39k", "train", "TIGER-Lab/ViRL39K", "train", training.virl39k,
                 hub_image_archive="images.zip", approx_rows=38_870),
     DatasetSpec("care_mix", "train", None, "train", None, components=CARE_MIX_COMPONENTS, approx_rows=49_300),
     DatasetSpec("mathvista", "benchmark", "AI4Math/MathVista", "testmini", benchmarks.mathvista, approx_rows=1_000),
     DatasetSpec("mathverse", "benchmark", "AI4Math/MathVerse", "testmini", benchmarks.mathverse,
-                hub_configs=("testmini",), approx_rows=3_940),
+                hub_configs=("testmini",), approx_rows=3_940, text_columns=(), optional_text_columns=("question",)),
     DatasetSpec("mathvision", "benchmark", "MathLLMs/MathVision", "test", benchmarks.mathvision, approx_rows=3_040),
     DatasetSpec("mmmu", "benchmark", "MMMU/MMMU", "validation", benchmarks.mmmu, hub_configs=MMMU_SUBJECTS,
                 approx_rows=900),
     DatasetSpec("mmmu_pro_standard", "benchmark", "MMMU/MMMU_Pro", "test", benchmarks.mmmu_pro_standard,
                 hub_configs=("standard (10 options)",), approx_rows=1_730),
     DatasetSpec("mmmu_pro_vision", "benchmark", "MMMU/MMMU_Pro", "test", benchmarks.mmmu_pro_vision,
-                hub_configs=("vision",), approx_rows=1_730),
+                hub_configs=("vision",), approx_rows=1_730, text_columns=()),
 )}
 DATASET_NAMES = tuple(SPECS)
 
