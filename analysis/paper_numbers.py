@@ -1,4 +1,4 @@
-"""The paper's published numbers (arXiv 2512.19554), as docs/care_method.md §9 and §§1-2, 7 quote them.
+"""The paper's published numbers (arXiv 2512.19554), as docs/method.md §9 and §1, §2, §7 quote them.
 
 Accuracies are percent after RL, single pass, mean over 5 seeds, LMMs-Eval protocol. Keys
 are this project's names: backbone config names, benchmark names as in final.json, and the

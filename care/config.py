@@ -215,14 +215,14 @@ class RLConfig:
 
     These defaults are the tiny backbones' CPU settings; real backbones get the paper recipe
     from conf/recipe/paper.yaml (the only place it is written). A step is one optimizer update:
-    each rollout batch of `prompts_per_step` prompts x G feeds `prompts_per_step /
+    each rollout batch of `prompts_per_rollout` prompts x G feeds `prompts_per_rollout /
     prompts_per_update` updates (`batch_geometry` derives TRL's batch keys from them).
     """
 
     steps: int = 60  # optimizer updates in the whole run
     num_generations: int = 8  # G: rollouts per prompt
-    prompts_per_step: int = 8  # prompts per rollout batch (one generation round)
-    prompts_per_update: int | None = None  # prompts per optimizer update; None: = prompts_per_step
+    prompts_per_rollout: int = 8  # prompts per rollout batch (one generation round)
+    prompts_per_update: int | None = None  # prompts per optimizer update; None: = prompts_per_rollout
     micro_batch_size: int | None = None  # sequences per process per forward/backward; None: the whole update
     learning_rate: float = 3e-4  # AdamW, constant schedule
     weight_decay: float = 0.0
@@ -246,7 +246,7 @@ class RLConfig:
     def __post_init__(self) -> None:
         check_range("rl.steps", self.steps, 1)
         check_range("rl.num_generations", self.num_generations, 2)
-        check_range("rl.prompts_per_step", self.prompts_per_step, 1)
+        check_range("rl.prompts_per_rollout", self.prompts_per_rollout, 1)
         if self.prompts_per_update is not None:
             check_range("rl.prompts_per_update", self.prompts_per_update, 1)
         if self.micro_batch_size is not None:
@@ -289,9 +289,9 @@ def batch_geometry(rl: RLConfig, num_processes: int, processes_key: str = "clust
     P x G sequences = micro_batch_size x num_processes x gradient_accumulation_steps.
     """
     G = rl.num_generations
-    update_prompts = rl.prompts_per_update or rl.prompts_per_step
-    if rl.prompts_per_step % update_prompts:
-        raise ValueError(f"rl.prompts_per_step={rl.prompts_per_step} is not a multiple of "
+    update_prompts = rl.prompts_per_update or rl.prompts_per_rollout
+    if rl.prompts_per_rollout % update_prompts:
+        raise ValueError(f"rl.prompts_per_rollout={rl.prompts_per_rollout} is not a multiple of "
                          f"rl.prompts_per_update={update_prompts}: a rollout batch must split into whole updates")
     update_sequences = update_prompts * G
     if rl.micro_batch_size is None:
@@ -307,10 +307,10 @@ def batch_geometry(rl: RLConfig, num_processes: int, processes_key: str = "clust
                          f"sequences per update do not divide into rl.micro_batch_size={micro} x "
                          f"{processes_key}={num_processes} = {per_micro_step} per micro-step")
     accumulation = update_sequences // per_micro_step
-    return BatchGeometry(rollout_prompts=rl.prompts_per_step, update_prompts=update_prompts, micro_batch_size=micro,
+    return BatchGeometry(rollout_prompts=rl.prompts_per_rollout, update_prompts=update_prompts, micro_batch_size=micro,
                          gradient_accumulation_steps=accumulation,
-                         steps_per_generation=accumulation * (rl.prompts_per_step // update_prompts),
-                         generation_batch_size=rl.prompts_per_step * G)
+                         steps_per_generation=accumulation * (rl.prompts_per_rollout // update_prompts),
+                         generation_batch_size=rl.prompts_per_rollout * G)
 
 
 ROLLOUT_ENGINES = ("hf", "vllm")
@@ -435,7 +435,7 @@ RGR_TRAIN_CONTEXTS = ("prompt_only", "with_prefix")
 
 @dataclass
 class RGRConfig:
-    """Reflection-Guided Resampling (spec section 7); only `algorithm=care` runs it.
+    """Reflection-Guided Resampling (docs/method.md §7); only `algorithm=care` runs it.
 
     variant: `cue` repairs the nearest hard negative with the cue; `no_cue` resamples the same
     prefix without it; `random` draws a fresh sample from the prompt (the paper's ablation).

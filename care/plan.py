@@ -305,8 +305,8 @@ def memory_per_gpu(cfg: Config, gpus: int, micro_batch_size: int) -> dict:
                         cfg.algorithm.beta > 0)
     c = DTYPE_BYTES[rl.compute_dtype if on_gpu else cfg.backbone.dtype]
     # TRL processes the whole local generation batch's images after generating and keeps them (on the GPU) in
-    # its buffer until the next generation has been scored: prompts_per_step x G / GPUs sequences, one image each
-    sequences = rl.prompts_per_step * rl.num_generations / max(gpus, 1)
+    # its buffer until the next generation has been scored: prompts_per_rollout x G / GPUs sequences, one image each
+    sequences = rl.prompts_per_rollout * rl.num_generations / max(gpus, 1)
     t["pixel_values"] = sequences * pixel_bytes_per_image(cfg.backbone, rl.max_prompt_length)
     vllm = roll.engine == "vllm" and roll.vllm_mode == "colocate" and on_gpu
     t["vllm"] = roll.vllm_gpu_memory_utilization * gpu_memory_gib(cfg) * GIB if vllm else 0.0
@@ -404,7 +404,7 @@ def rl_seconds(cfg: Config, gpus: int) -> dict[str, float]:
     s, rl = sizes(cfg.backbone), cfg.rl
     updates = batch_geometry(rl, 1).updates_per_rollout
     batches = rl.steps / updates
-    rollouts = rl.prompts_per_step * rl.num_generations
+    rollouts = rl.prompts_per_rollout * rl.num_generations
     response = MEAN_LENGTH_FRACTION * rl.max_completion_length
     sequence = MEAN_LENGTH_FRACTION * (rl.max_prompt_length or ASSUMED_PROMPT_TOKENS) + response
     generation = batches * rollouts * response / (decode_rate(cfg) * gpus)
@@ -528,7 +528,7 @@ def fit_advice(cfg: Config, job: dict) -> list[str]:
                       f"generation phase {m['generation_phase']} GiB even without vLLM's share")
     if m.get("scoring_phase", 0) > limit:
         advice.append(f"scoring phase {m['scoring_phase']} GiB, two rollout buffers of pixel_values ({m['pixel_values']} "
-                      f"GiB each: rl.prompts_per_step x G / GPUs sequences): more GPUs per job "
+                      f"GiB each: rl.prompts_per_rollout x G / GPUs sequences): more GPUs per job "
                       f"(hydra.launcher.per_backbone.{name}.gpus_per_node), or free TRL's previous buffer before "
                       "generating (a trainer change)")
     if m["training_phase"] > limit:

@@ -1,4 +1,4 @@
-"""Reflection-Guided Resampling, the text side (spec section 7): cue templates and repair contexts.
+"""Reflection-Guided Resampling, the text side (docs/method.md §7): cue templates and repair contexts.
 
 A repair context is the failed response with a cue inserted just before `</think>`, cut right
 after `<answer>`, so one decode writes a new final answer in the light of the cue. Only the

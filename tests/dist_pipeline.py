@@ -17,7 +17,7 @@ def run_rank(rank: int, world: int, port: int, cache_dir: str, run_dir: str, eng
     from care.pipeline import train
     from tests.trainer_helpers import tiny_config
 
-    cfg = tiny_config(Path(cache_dir), "care", steps=1, prompts_per_step=2, num_generations=4)
+    cfg = tiny_config(Path(cache_dir), "care", steps=1, prompts_per_rollout=2, num_generations=4)
     cfg.threads = 1
     cfg.data.eval_size = 5  # split 2 + 3 between the ranks
     cfg.cold_start = ColdStartConfig(name="none")

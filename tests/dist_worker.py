@@ -13,7 +13,7 @@ def run_rank(rank: int, world: int, port: int, cache_dir: str, out_dir: str) -> 
                       HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     torch.set_num_threads(1)
-    import care.trainer.care_trainer as module
+    import care.trainer.care_step as module
     from care.config import RGRConfig
     from care.trainer.trl_surface import LOSS_MASK
     from tests.trainer_helpers import build_tiny_trainer, tiny_config
@@ -32,7 +32,7 @@ def run_rank(rank: int, world: int, port: int, cache_dir: str, out_dir: str) -> 
         return result
 
     module.select_subgroups, module.score_subgroups = recording_select, recording_score
-    cfg = tiny_config(Path(cache_dir), "care", steps=1, prompts_per_step=3, num_generations=4)
+    cfg = tiny_config(Path(cache_dir), "care", steps=1, prompts_per_rollout=3, num_generations=4)
     cfg.rgr = RGRConfig(max_new_tokens=8)  # RGR on: repairs may sit on either rank
     trainer = build_tiny_trainer(cfg, Path(out_dir) / f"trainer{rank}")
     generate_calls = []

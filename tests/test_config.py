@@ -112,10 +112,13 @@ def test_grpo_shares_cares_loss_settings_and_grpo_trl_is_trls():
         assert value == expected, key
     from tests.trainer_helpers import algorithm_preset
 
-    for name in ("grpo", "grpo_trl", "dapo", "gspo", "care", "care_no_rgr"):
+    for name in ("grpo", "grpo_trl", "dapo", "gspo", "care"):
         cfg = compose_cfg(f"algorithm={name}")
         assert algorithm_preset(name) == cfg.algorithm
         assert cfg.rgr.enabled == (name == "care")  # RGR is CARE's
+    # one way to turn RGR off: rgr=off (CARE w/o RGR); no algorithm preset does it a second way
+    assert not compose_cfg("algorithm=care", "rgr=off").rgr.enabled
+    assert not (Path(__file__).resolve().parents[1] / "conf" / "algorithm" / "care_no_rgr.yaml").exists()
 
 
 def test_presets_write_only_what_they_change():
@@ -159,7 +162,7 @@ def test_real_backbones_get_the_paper_recipe_unless_overridden():
     assert (tiny.rl, tiny.parallel.strategy, tiny.rollout.engine) == (Config().rl, "ddp", "hf")  # the CPU settings
     rl = paper.rl
     assert (rl.learning_rate, rl.weight_decay, rl.max_grad_norm, rl.temperature, rl.top_p) == (1e-6, 1e-2, 1.0, 1.0, 1.0)
-    assert (rl.prompts_per_step, rl.prompts_per_update, rl.num_generations) == (512, 128, 8)
+    assert (rl.prompts_per_rollout, rl.prompts_per_update, rl.num_generations) == (512, 128, 8)
     assert (rl.max_prompt_length, rl.max_completion_length, rl.compute_dtype) == (2048, 2048, "bfloat16")
     assert (paper.backbone.dtype, paper.parallel.strategy, paper.rollout.engine) == ("float32", "fsdp", "vllm")
     assert paper.algorithm == tiny.algorithm and paper.rgr == tiny.rgr  # loss and RGR decode: one set
@@ -169,7 +172,7 @@ def test_real_backbones_get_the_paper_recipe_unless_overridden():
     assert (mine.rl.learning_rate, mine.parallel.strategy, mine.rollout.engine) == (2e-6, "zero3", "hf")
     assert compose_cfg("backbone=qwen2_5_vl_7b", "recipe=cpu").rl == tiny.rl
     toy = compose_cfg("backbone=qwen2_5_vl_7b", "scale=toy").rl
-    assert (toy.steps, toy.prompts_per_step, toy.micro_batch_size, toy.max_completion_length) == (3, 2, None, 64)
+    assert (toy.steps, toy.prompts_per_rollout, toy.micro_batch_size, toy.max_completion_length) == (3, 2, None, 64)
 
 
 # One rollout batch of 512 prompts x 8 and updates of 128 prompts, on 1, 2, 4 or 8 GPUs alike.
@@ -198,7 +201,7 @@ def test_batch_geometry_of_the_cpu_settings_is_todays():
 
 @pytest.mark.parametrize("overrides, keys", [
     (["cluster.gpus=3"], ["rl.micro_batch_size=4", "cluster.gpus=3"]),
-    (["rl.prompts_per_update=100"], ["rl.prompts_per_step=512", "rl.prompts_per_update=100"]),
+    (["rl.prompts_per_update=100"], ["rl.prompts_per_rollout=512", "rl.prompts_per_update=100"]),
     (["rl.micro_batch_size=5"], ["rl.micro_batch_size=5", "cluster.gpus=8"]),
 ])
 def test_a_batch_that_does_not_divide_fails_at_composition(overrides, keys):

@@ -1,4 +1,4 @@
-"""Golden values of the CARE objective, computed by hand from the spec's formulas (docs/care_method.md).
+"""Golden values of the CARE objective, computed by hand from the method's formulas (docs/method.md).
 
 Subgroup z-scores use the population std; with binary rewards, one anchor and K' negatives the
 anchor's z is sqrt(K') and each negative's -1/sqrt(K'), so after s = 0.5 and sqrt(K/K') the anchor

@@ -34,7 +34,7 @@ from run import to_config
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 TINY = "tiny_qwen2_5_vl"
-PAPER_SEEDS = [0, 1, 2, 3, 4]  # the paper's 5 seeds (docs/care_method.md §9)
+PAPER_SEEDS = [0, 1, 2, 3, 4]  # the paper's 5 seeds (docs/method.md §9)
 TOY_SEEDS = [0, 1, 2]
 ABLATION_BACKBONES = ("qwen2_5_vl_7b",)  # the paper's ablations are on Qwen2.5-VL-7B
 
@@ -71,7 +71,7 @@ SWEEPS = {
                   backbones=("qwen2_5_vl_7b", "qwen2_5_vl_3b", "qwen3_vl_8b"), column="method"),
     "components": Sweep(lambda c: method_label(c.algorithm.name, c.rgr.enabled),
                         frozenset({"GRPO", "CARE w/o RGR", "CARE"}),
-                        backbones=("qwen2_5_vl_7b", "qwen2_5_vl_3b"), column="method"),
+                        backbones=("qwen2_5_vl_7b", "qwen2_5_vl_3b"), column="method", full_cells=6),
     "negatives": Sweep(lambda c: c.care.selector, frozenset({"cosine", "nearest", "farthest", "mixed", "random"}),
                        column="Selector"),
     "rgr": Sweep(rgr_level, frozenset({"cue", "no_cue", "random", "off"}), column="RGR variant"),

@@ -2,7 +2,7 @@
 
 Imports only torch, so any trainer (TRL, a custom loop, a test) can use it. Entry point:
 `care_advantages(...)`; trainers that run RGR call `select_subgroups`, repair
-`selection.repair_candidate`, then `score_subgroups`. See docs/care_method.md sections 1-5 and 8.
+`selection.repair_candidate`, then `score_subgroups`. See docs/method.md §1-§5 and §8.
 """
 
 from .advantages import care_advantages, score_subgroups, select_subgroups

@@ -1,4 +1,4 @@
-"""CARE sequence-level advantages (spec sections 1-4, and 7 for how a repair outcome enters).
+"""CARE sequence-level advantages (docs/method.md §1-§4, and §7 for how a repair outcome enters).
 
 Two stages, both vectorised over the N groups:
   select_subgroups  -> anchor, hard negatives, rescue, RGR repair candidate (no rewards turned into

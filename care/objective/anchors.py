@@ -1,4 +1,4 @@
-"""Anchor choice (spec section 1): one correct rollout per group that the subgroup contrasts against.
+"""Anchor choice (docs/method.md §1): one correct rollout per group that the subgroup contrasts against.
 
 All strategies are vectorised over groups and deterministic: ties are broken by a fixed rule
 (never by sort instability), so permuting rollouts permutes the choice, except between exact ties,

@@ -2,7 +2,7 @@
 
 Flat on purpose: the objective must stay importable without Hydra, so the run config maps its
 nested groups (e.g. ``rescue.normalize``) onto these fields. Defaults follow the project spec
-(docs/care_method.md); validation fails early with the field name and the accepted values, because a
+(docs/method.md); validation fails early with the field name and the accepted values, because a
 typo in an ablation name would otherwise silently run the default.
 """
 
@@ -19,7 +19,7 @@ TOKEN_CREDIT_MODES = ("region", "uniform")
 
 @dataclass(frozen=True)
 class CareConfig:
-    """Knobs of the CARE advantage estimator (spec sections 1-5)."""
+    """Knobs of the CARE advantage estimator (docs/method.md §1-§5)."""
 
     k: int = 4  # K: negatives per subgroup
     m: int = 6  # M: nearest-failure pool that farthest-first picks from (selector "cosine")

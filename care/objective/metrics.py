@@ -1,4 +1,4 @@
-"""Signal metrics (spec section 8) for any advantage result, CARE or baseline, as a flat dict.
+"""Signal metrics (docs/method.md §8) for any advantage result, CARE or baseline, as a flat dict.
 
 Keys (fractions of groups unless said otherwise):
   accuracy (of rollouts); groups_with_success / groups_all_fail / groups_all_correct;

@@ -1,4 +1,4 @@
-"""Hard-negative selection (spec section 2) and rescue pseudo-negatives (section 4), batched over groups.
+"""Hard-negative selection (docs/method.md §2) and rescue pseudo-negatives (§4), batched over groups.
 
 Everything works on an [N, G, G] cosine-distance tensor per group, so the only pass over the
 [N, G, D] embeddings is one batched Gram product. Selections are [N, K] index tensors padded with -1;

@@ -1,4 +1,4 @@
-"""Per-token credit (spec section 5): spread each sequence advantage A_i over its tokens, summing to A_i.
+"""Per-token credit (docs/method.md §5): spread each sequence advantage A_i over its tokens, summing to A_i.
 
 Region weighting puts the credit on the answer span, where the verifier's verdict comes from; a
 success's reasoning gets a small share (tau+), a failure's reasoning none, so a failed chain of
