@@ -1,4 +1,4 @@
-"""Measure, on whatever device is present, the constants task=plan (care/plan.py) assumes, with a random-init
+"""Measure, on whatever device is present, the constants task=plan (care/plan/figures.py) assumes, with a random-init
 model of a real backbone's architecture (no download, no weights: the hub config's shapes, built here).
 
 What it measures (peak bytes above what was resident before each run; one JSON line at the end):

@@ -1,4 +1,4 @@
-"""task=plan's memory terms (care/plan.py) against what torch holds on this CPU, term by term.
+"""task=plan's memory terms (care/plan/memory.py) against what torch holds on this CPU, term by term.
 
 Two random-init models, built with transformers from config dicts (benchmarks/gpu_calibrate.py's builder; nothing
 downloaded): `mid`, Qwen2.5-VL-7B's real widths (text 3584 / 18944 / 28 heads / 4 KV heads, vision 1280 / 3420 /

@@ -61,7 +61,7 @@ def run_plan(*overrides: str, tmp_path: Path) -> tuple[subprocess.CompletedProce
 
 
 def test_gpu_table():
-    """One GPU type gives memory, FLOP/s and decode rate (care/plan.py has each figure's source)."""
+    """One GPU type gives memory, FLOP/s and decode rate (care/plan/figures.py has each figure's source)."""
     assert {name: (g.memory_gib, g.bf16_flops, g.decode_tokens_per_s_7b) for name, g in GPUS.items()} == {
         "a100": (79.2, 312e12, 2_500), "h100": (79.2, 989e12, 5_000), "h200": (139.8, 989e12, 7_000)}
     job = plan_job(composed("backbone=qwen2_5_vl_7b", "cluster.gpu=h200"), 8)
