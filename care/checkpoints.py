@@ -78,8 +78,16 @@ class ResumableTrainer:
     from_pretrained maps the names; strict=True makes a miss an error. And transformers maps the
     optimizer state to args.device when several processes train; on CPU that is 'cpu:0', which
     torch.load cannot restore to, so a multi-process CPU job (gloo) loads it onto 'cpu'.
-    RL's CareGRPOTrainer and the cold start's trainer both take it.
+    RL's CareGRPOTrainer and the cold start's trainer both take it. A checkpoint is published by the
+    trainer_state.json the Trainer writes last (`is_complete`); a save that fails for want of room or
+    permission is raised naming the checkpoint folder (care.atomic.WriteFault).
     """
+
+    def _save_checkpoint(self, model, trial):
+        from care.atomic import writing
+
+        with writing(self.args.output_dir):
+            return super()._save_checkpoint(model, trial)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         target = self.accelerator.unwrap_model(model if model is not None else self.model)
