@@ -2,20 +2,25 @@
 
 This is the only module that imports Hydra. `python run.py` trains the default job;
 `python run.py -m ...` runs sweeps. Bad keys or values fail here, before any work starts.
-The last line printed is `run_dir: <path>`. `python run.py task=plan [sweep=...] [...]` composes
+The last line printed is `run_dir: <path>`. A run directory belongs to one run (care.run_dir): a second
+job on it, or a job with another config or data, is refused; rerun with the same ones, a finished run
+prints its final.json and writes nothing. `python run.py task=plan [sweep=...] [...]` composes
 every job and prints its plan (care.plan) from this one process, launching nothing; its last
 line is one JSON object `{"jobs": [...]}`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from logging.handlers import MemoryHandler
 from pathlib import Path
 
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import to_absolute_path as hydra_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -89,27 +94,92 @@ def plan(argv: list[str]) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(dcfg: DictConfig) -> None:
+def main(dcfg: DictConfig) -> dict | None:
+    """One job in its run directory (care.run_dir): refused at once if another process holds it; checked,
+    then claimed; a finished run of the same key and data is reported and nothing is written; otherwise
+    .hydra/ and run.log are written (Hydra is configured not to) and the job runs or resumes there."""
+    import json
+
+    from care import run_dir as rundir
+    from care.identity import data_digest, run_key
     from care.pipeline import train
     from care.preflight import preflight
 
-    try:
-        cfg = to_config(dcfg)
-        if cfg.task == "plan":  # reached through a launcher (run.py's own entry plans before Hydra starts)
-            from care.plan import plan_job, print_plan
-
-            print_plan([plan_job(cfg)])
-            return
-        preflight(cfg)
-    except (ValueError, FileNotFoundError) as err:  # bad values, unreachable weights or datasets
-        print(f"config error: {err}", file=sys.stderr)
-        sys.exit(2)
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    choices = {group: choice for group, choice in hydra_cfg.runtime.choices.items()
-               if choice is not None and not group.startswith("hydra")}
-    train(cfg, run_dir, choices=choices)
+    dir_key = "hydra.run.dir" if hydra_cfg.mode == RunMode.RUN else "hydra.sweep.dir/hydra.sweep.subdir"
+    places = {dir_key: run_dir}
+    early = MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)  # run.log gets them once owned
+    logging.getLogger().addHandler(early)
+    handlers: list[logging.Handler] = [early]
+    claimed = None
+    try:
+        try:
+            cfg = to_config(dcfg)
+            if cfg.task == "plan":  # reached through a launcher (run.py's own entry plans before Hydra starts)
+                from care.plan import plan_job, print_plan
+
+                print_plan([plan_job(cfg)])
+                return None
+            places["cache_dir"] = cfg.cache_dir
+            writer = rundir.writer_process()  # rank 0: the others are its job's, not other jobs
+            if writer:
+                rundir.check_free(run_dir, dir_key)  # at once: another job holds it
+            rundir.check_writable(cfg.cache_dir, "cache_dir")
+            preflight(cfg)
+            key = run_key(cfg)
+            digest = None
+            if cfg.task == "train":
+                from care.data.training import prepare
+
+                digest = data_digest(prepare(cfg))  # what preflight prepared
+            claimed = rundir.claim(cfg, run_dir, key=key, digest=digest, writer=writer, dir_key=dir_key)
+        except (ValueError, FileNotFoundError) as err:  # bad values, unreachable weights or datasets, a run dir
+            print(f"config error: {err}", file=sys.stderr)  # held by another job or holding another run
+            sys.exit(2)
+        if claimed.final is not None:  # touch nothing: not .hydra/, not run.log
+            print(f"{run_dir} holds this run's result already (run key {key}); nothing was run or written",
+                  flush=True)
+            print(f"final.json: {json.dumps(claimed.final, sort_keys=True)}", flush=True)
+            print(f"run_dir: {run_dir}", flush=True)
+            return claimed.final
+        if writer:
+            write_hydra_files(dcfg, run_dir)
+            run_log = logging.FileHandler(run_dir / f"{hydra_cfg.job.name}.log")
+            run_log.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+            logging.getLogger().addHandler(run_log)
+            handlers.append(run_log)
+            early.setTarget(run_log)
+            early.flush()
+        logging.getLogger().removeHandler(early)
+        choices = {group: choice for group, choice in hydra_cfg.runtime.choices.items()
+                   if choice is not None and not group.startswith("hydra")}
+        final = train(cfg, run_dir, choices=choices, dir_key=dir_key)
+    except OSError as err:  # disk full, quota, a folder turned read-only: name the file and its key
+        message = rundir.write_fault_message(err, places)
+        if message is None:
+            raise
+        logging.getLogger(__name__).error(message)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        if claimed is not None and claimed.held:
+            rundir.release(run_dir)
     print(f"run_dir: {run_dir}", flush=True)
+    return final
+
+
+def write_hydra_files(dcfg: DictConfig, run_dir: Path) -> None:
+    """What Hydra's output_subdir held: the job's config, Hydra's, and the command-line overrides."""
+    from care.atomic import write_text_atomic
+
+    hydra_dir = run_dir / ".hydra"
+    write_text_atomic(hydra_dir / "config.yaml", OmegaConf.to_yaml(dcfg))
+    write_text_atomic(hydra_dir / "hydra.yaml", OmegaConf.to_yaml(HydraConfig.instance().cfg))
+    write_text_atomic(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(HydraConfig.get().overrides.task))
 
 
 if __name__ == "__main__":

@@ -150,7 +150,8 @@ def write_run(root: str | Path, name: str, *, seed: int = 0, algorithm: str = "c
     choices = {"algorithm": cfg.algorithm.name, "backbone": cfg.backbone.name, "data": cfg.data.name}
     data = fake_data_counts(cfg)
     files.write_run_json(cfg, run_key=run_key or config_run_key(cfg), sweep=cfg.sweep, label=cfg.label,
-                         choices=choices, world_size=1, code=FAKE_CODE, job=FAKE_JOB, data=data)
+                         choices=choices, world_size=1, code=FAKE_CODE, job=FAKE_JOB, data=data,
+                         data_digest=None)
     if curves is None:
         curves = synthetic_curves(steps, seed=seed, algorithm=cfg.algorithm.name, k=cfg.care.k,
                                   rgr=cfg.rgr.enabled and cfg.algorithm.name == "care",

@@ -565,6 +565,9 @@ class Config:
     checkpoint: str | None = None  # task=eval: weights to evaluate (e.g. a run's policy/); default the backbone
     sweep: str | None = None  # the sweep (paper table) this run belongs to; W&B group
     label: str | None = None  # set to rerun a configuration deliberately under a new run_key
+    # a run dir holding another run (another run key or training data, or files that are no run's) is refused;
+    # start_over=true moves its contents aside (care.run_dir) and starts this run there; never part of run_key
+    start_over: bool = False
     threads: int = 2  # torch intra-op threads; 2 fits this project's CPU machines
     cache_dir: str = ".cache/care"  # tiny backbones and cold-start checkpoints, reused across runs
     # one folder in the layout README step 1 downloads into: fills data.path, cold_start.path and every

@@ -21,47 +21,56 @@ from care.tracking import RunFiles, WandbMirror
 log = logging.getLogger(__name__)
 
 
-
-
-def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = None) -> dict:
+def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = None,
+          dir_key: str = "run_dir") -> dict:
     """Run one job end to end (training, or `task=eval`); returns what final.json holds.
 
-    `choices` are the config-group selections (Hydra's runtime choices), kept for analysis.
+    `choices` are the config-group selections (Hydra's runtime choices), kept for analysis. The run
+    directory is claimed first (care.run_dir: its lock, and whose run it holds): a finished run of this
+    key and data returns its final.json untouched, another run there is refused (RunDirRefused, naming
+    `dir_key`) unless cfg.start_over. run.py has claimed it already; this call then only checks again.
     """
     from care.distributed import is_main_process, join_process_group, leave_process_group, world_size
-    from care.identity import run_key
+    from care.identity import data_digest, run_key
+    from care.run_dir import claim, release
 
     join_process_group()  # one task per GPU: every task runs this, rank 0 alone writes
     key = run_key(cfg)
-    files = RunFiles(run_dir, writer=is_main_process())
-    done = files.read_final()
-    if done is not None:  # a re-issued or requeued job that already finished: nothing to do
-        log.info("%s already holds final.json; skipping", files.dir)
-        return done
     data = None
     if cfg.task == "train":  # bad data fails here, before run.json or any model (preflight already tried)
         from care.data.training import prepare
-        data = prepare(cfg).counts
-    files.write_run_json(cfg, run_key=key, sweep=cfg.sweep, label=cfg.label, choices=choices or {},
-                         world_size=world_size(), code=code_provenance(), job=scheduler_job(), data=data)
-    mirror = WandbMirror(cfg, files.dir, run_id=key, choices=choices or {}, enabled=files.writer)
+        data = prepare(cfg)
+    digest = data_digest(data) if data is not None else None
+    claimed = claim(cfg, Path(run_dir), key=key, digest=digest, writer=is_main_process(), dir_key=dir_key)
+    if claimed.final is not None:  # a re-issued or requeued job that already finished: nothing to do
+        log.info("%s already holds final.json; skipping", run_dir)
+        return claimed.final
     try:
-        if cfg.task == "eval":
-            from care.evaluation.harness import run_eval
-            final = run_eval(cfg, files)
-            files.write_final(final)
-        else:
-            final = _train(cfg, files, mirror)
-    except BaseException as err:
-        files.mark_failed(err)
-        mirror.finish(exit_code=1)
-        raise
-    # final.json whole under "final" (before and after, counts, timings), so W&B alone holds what the
-    # analysis reads; final/<benchmark> are the after-RL scores as flat keys for W&B's run table
-    mirror.summary({"final": final, **{f"final/{k}": v for k, v in final["after"].items() if isinstance(v, float)}})
-    mirror.finish()
-    leave_process_group()
-    return final
+        files = RunFiles(run_dir, writer=is_main_process())
+        files.write_run_json(cfg, run_key=key, sweep=cfg.sweep, label=cfg.label, choices=choices or {},
+                             world_size=world_size(), code=code_provenance(), job=scheduler_job(),
+                             data=data.counts if data is not None else None, data_digest=digest)
+        mirror = WandbMirror(cfg, files.dir, run_id=key, choices=choices or {}, enabled=files.writer)
+        try:
+            if cfg.task == "eval":
+                from care.evaluation.harness import run_eval
+                final = run_eval(cfg, files)
+                files.write_final(final)
+            else:
+                final = _train(cfg, files, mirror)
+        except BaseException as err:
+            files.mark_failed(err)
+            mirror.finish(exit_code=1)
+            raise
+        # final.json whole under "final" (before and after, counts, timings), so W&B alone holds what the
+        # analysis reads; final/<benchmark> are the after-RL scores as flat keys for W&B's run table
+        mirror.summary({"final": final, **{f"final/{k}": v for k, v in final["after"].items() if isinstance(v, float)}})
+        mirror.finish()
+        leave_process_group()
+        return final
+    finally:
+        if claimed.held:  # taken here (a direct caller); run.py releases its own
+            release(Path(run_dir))
 
 
 def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
@@ -113,6 +122,7 @@ def _reinforce(cfg: Config, files: RunFiles, mirror: WandbMirror, train_records,
     the trainer (the after-RL check loads what was saved) and records RL's end in rl_done.json."""
     from datasets import Dataset
 
+    from care.atomic import replace_directory, writing
     from care.checkpoints import resume_point
     from care.data.schema import to_prompt_row
     from care.distributed import wait_for_everyone
@@ -137,7 +147,15 @@ def _reinforce(cfg: Config, files: RunFiles, mirror: WandbMirror, train_records,
     trainer.train(resume_from_checkpoint=resume_from)
     rl = {"global_step": trainer.state.global_step, "processes": trainer.accelerator.num_processes,
           "rl_s": time.time() - rl_started}
-    save_whole_model(trainer, trained)  # every rank gathers, rank 0 writes (the processor too)
+    # every rank gathers, rank 0 writes (the processor too) into a staging folder, renamed to policy/
+    # whole: a kill or a full disk mid-save never leaves a policy/ that looks complete
+    staging = trained.parent / f".{trained.name}.staging"
+    if files.writer:  # what an attempt killed mid-save left
+        shutil.rmtree(staging, ignore_errors=True)
+    with writing(staging):
+        save_whole_model(trainer, staging)
+    if files.writer:
+        replace_directory(staging, trained)  # over a policy/ a kill left before rl_done.json
     trainer.accelerator.free_memory()
     del trainer
     free_accelerator_memory()

@@ -1,9 +1,10 @@
 """The run directory is the record; W&B is a mirror of it.
 
-`run.json` (resolved config), append-only `metrics.jsonl` (one object per logged step,
-with `global_step`), `rl_done.json` once RL has saved `policy/` (a requeue then only evaluates),
-`final.json` written atomically at the end, and a `FAILED` marker
-holding the traceback when a run dies. W&B is offline unless credentials exist and is
+`run.json` (resolved config, run_key, data_digest), append-only `metrics.jsonl` (one object per
+logged step, with `global_step`, each line one write), `rl_done.json` once RL has saved `policy/` (a
+requeue then only evaluates), `final.json` written atomically at the end, and a `FAILED` marker
+holding the traceback when a run dies (whose run the directory holds, and who may write it:
+care.run_dir). W&B is offline unless credentials exist and is
 always finished.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from care.atomic import write_json_atomic, write_text_atomic
+from care.atomic import append_line, write_json_atomic, write_text_atomic
 from care.config import Config
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class RunFiles:
 
     def write_run_json(self, cfg: Config, *, run_key: str, sweep: str | None, label: str | None,
                        choices: dict[str, str], world_size: int, code: dict[str, Any], job: dict[str, Any],
-                       data: dict[str, Any] | None) -> None:
+                       data: dict[str, Any] | None, data_digest: str | None) -> None:
         """run.json: the resolved config and what identifies the run (every field named, so that
         analysis.fake_runs, which writes through here too, cannot drift from the real format)."""
         if not self.writer:
@@ -56,14 +57,14 @@ class RunFiles:
         write_json_atomic(self.dir / "run.json", {
             "config": asdict(cfg), "run_key": run_key, "sweep": sweep, "label": label, "choices": choices,
             "world_size": world_size, "code": code, "job": job,
-            "data": data})  # what it trains on: counts per step and source (None for task=eval)
+            "data": data,  # what it trains on: counts per step and source (None for task=eval)
+            "data_digest": data_digest})  # its records' content (care.identity.data_digest; None for task=eval)
 
     def append_metrics(self, global_step: int, metrics: dict[str, Any]) -> None:
         if not self.writer:
             return
         row = {"global_step": int(global_step), **{k: _finite(v) for k, v in metrics.items()}}
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
+        append_line(self.metrics_path, json.dumps(row, sort_keys=True))  # one write: a line is whole or absent
 
     def truncate_metrics(self, last_step: int) -> None:
         """Keep rows up to `last_step`: a resumed run re-logs what came after its checkpoint, and
@@ -111,7 +112,10 @@ class RunFiles:
         if not self.writer:  # the traceback is in this process's own log
             return
         text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-        write_text_atomic(self.dir / "FAILED", text)
+        try:
+            write_text_atomic(self.dir / "FAILED", text)
+        except OSError as fault:  # a full disk: the error that stopped the run is what matters
+            log.warning("could not record the failure in %s: %s", self.dir / "FAILED", fault)
 
 
 def wandb_mode(requested: str) -> str:

@@ -68,7 +68,8 @@ def test_only_rank_0_opens_a_run_and_writes_files(recorder, tmp_path):
     mirror.finish()
     assert recorder.inits == [] and recorder.logged == [] and recorder.finished == []
     files = RunFiles(tmp_path / "run", writer=False)
-    files.write_run_json(Config(), run_key="abc", sweep=None, label=None, choices={}, world_size=2, code={}, job={}, data=None)
+    files.write_run_json(Config(), run_key="abc", sweep=None, label=None, choices={}, world_size=2, code={}, job={}, data=None,
+                         data_digest=None)
     files.append_metrics(1, {"x": 1.0})
     files.write_final({"after": {}})
     files.mark_failed(RuntimeError("boom"))
