@@ -55,12 +55,33 @@ def to_config(dcfg: DictConfig) -> Config:
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
+def expand_sweep(overrides) -> list[list[str]]:
+    """The jobs a multirun of these parsed overrides launches, in Hydra's basic sweeper's order: every
+    `key=a,b` is an axis, the product is taken in the order keys first appear, and a later value for a
+    key (the command line after a sweep file's params) replaces the earlier one in its place."""
+    import itertools
+
+    from hydra.errors import HydraException
+
+    axes: dict[str, list[str]] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if override.is_sweep_override() and not override.is_discrete_sweep():
+            raise HydraException(f"{override.input_line}: interval sweeps are not supported by the basic sweeper; "
+                                 "list the values (key=a,b,c)")
+        if override.is_sweep_override():
+            axes[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            value = override.get_value_element_as_str()
+            axes[key] = [f"{key}={value if value is not None else ''}"]
+    return [list(job) for job in itertools.product(*axes.values())]
+
+
 def plan(argv: list[str]) -> None:
     """task=plan: expand the command line (and a sweep file's params) into jobs as Hydra's basic
     sweeper would, compose and validate each, and hand them all to care.plan.plan_sweep, which plans
     the RL jobs and the phases they share. No launcher, weights, data, paths or GPU."""
     from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -75,8 +96,7 @@ def plan(argv: list[str]) -> None:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             sweeper = compose(config_name="config", overrides=fixed, return_hydra_config=True).hydra.sweeper
             params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
-            (jobs,) = BasicSweeper.split_arguments(parser.parse_overrides(params + overrides), max_batch_size=None)
-            for job in map(list, jobs):
+            for job in expand_sweep(parser.parse_overrides(params + overrides)):
                 composed = compose(config_name="config", overrides=job, return_hydra_config=True)
                 launcher = OmegaConf.to_container(composed.hydra.launcher, resolve=False)
                 task = composed.task

@@ -182,7 +182,7 @@ def fake_data_counts(cfg: Config) -> dict[str, Any]:
     train, held_out, source = cfg.data.train_size or 0, cfg.data.eval_size, cfg.data.name
     return {"loaded": train + held_out, "duplicates_removed": 0, "filtered_overlong": 0, "train": train,
             "held_out": held_out, "max_prompt_length": cfg.rl.max_prompt_length,
-            "train_by_source": {source: train}, "held_out_by_source": {source: held_out}}
+            "train_by_source": {source: train}, "held_out_by_source": {source: held_out}, "dropped": {}, "escaped": {}}
 
 
 def set_mtime(path: Path, seconds: float) -> None:

@@ -18,7 +18,10 @@ from care.config import Config
 from care.hashing import config_hash
 
 # keys that change where or how a run is recorded, not what it computes
-INFRA_KEYS = ("cache_dir", "data_root", "threads", "wandb", "sweep", "eval.batch_size", "cluster", "parallel",
+# eval.batch_size is not among them: how the evaluation prompts are batched moves sampled scores (the RNG
+# draws per batch) and greedy ones by padding, so the before-RL cache keys on it (care.evaluation.harness)
+# and so does the run
+INFRA_KEYS = ("cache_dir", "data_root", "threads", "wandb", "sweep", "cluster", "parallel",
               "start_over")  # how, not what
 
 

@@ -281,8 +281,7 @@ def decode_base64(text: str, where: str) -> bytes:
 def check_image(ref: dict, where: str) -> dict:
     """`ref` when its image decodes whole and is RGB within the limits; else {"bytes": <PNG>} of the
     image converted as care.data.images does (16-bit, alpha, CMYK, oversized), or SFTDataError."""
-    from care.data.adapters.common import RowProblem, open_encoded
-    from care.data.images import ImageProblem, checked_image
+    from care.data.images import ImageProblem, checked_image, open_encoded
 
     shown = ref["path"] or f"{len(ref['bytes'])} embedded bytes"
     try:
@@ -291,7 +290,7 @@ def check_image(ref: dict, where: str) -> dict:
         checked = checked_image(image)
     except OSError as err:
         raise SFTDataError(f"{where}: {shown!r} is unreadable ({err})") from err
-    except (ImageProblem, RowProblem) as err:
+    except ImageProblem as err:
         raise SFTDataError(f"{where}: {shown!r} is unreadable as an image: {err}") from None
     if checked is image:
         return ref

@@ -348,3 +348,30 @@ def test_table1_is_the_papers_cells_on_its_data_with_a_base_row():
     assert all(cfg.data.name == "care_mix" and cfg.cold_start.name == "sft" and cfg.eval.base
                and cfg.eval.seeds == PAPER_SEEDS for cfg in cells.values())
     assert len(expand(["sweep=table1", "seed=0,1,2"])) == 27
+
+
+@pytest.mark.parametrize("overrides", [
+    ["sweep=main"], ["sweep=table1", "scale=toy"], ["sweep=k_eq", "seed=0"], ["sweep=main", "backbone=qwen2_5_vl_7b"],
+    ["scale=toy", "algorithm=grpo,care", "seed=range(0,3)", "care.k=2,4", "algorithm=dapo,care"],
+])
+def test_task_plan_expands_a_sweep_as_hydras_basic_sweeper_does(overrides):
+    """run.py's task=plan expands with Hydra's public override parser; the jobs are BasicSweeper's, in order."""
+    from run import expand_sweep
+
+    parser = OverridesParser.create()
+    fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
+    cfg = compose_config(fixed, hydra=True)
+    params = [f"{key}={value}" for key, value in (cfg.hydra.sweeper.params or {}).items()]
+    assert expand_sweep(parser.parse_overrides(params + overrides)) == expand(overrides)
+
+
+def test_what_changes_scores_changes_the_run_key_as_it_changes_the_eval_cache():
+    """eval.batch_size keys the before-RL cache (scores move with batching), so it is part of a run's identity;
+    where the files go (cache_dir) is not."""
+    from dataclasses import replace
+
+    from care.config import Config
+
+    cfg = Config()
+    assert run_key(replace(cfg, eval=replace(cfg.eval, batch_size=cfg.eval.batch_size * 2))) != run_key(cfg)
+    assert run_key(replace(cfg, cache_dir="/elsewhere")) == run_key(cfg)

@@ -24,7 +24,7 @@ import warnings
 from contextlib import contextmanager
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 MAX_ASPECT_RATIO = 200  # transformers' Qwen2-VL smart_resize: "absolute aspect ratio must be smaller than 200"
 MAX_KEPT_PIXELS = 4096 * 4096  # above every backbone's max_pixels (Qwen's default is 12.8M): shrunk to this
@@ -38,6 +38,24 @@ class ImageProblem(ValueError):
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
         self.reason = reason
+
+
+def open_encoded(data: bytes) -> Image.Image:
+    """A lazily decoded image: only the header is parsed now (a non-image fails here), pixels on first use.
+
+    Lazy decoding keeps a 39K-row training set at its compressed size in memory. The encoded bytes are
+    kept on the image (`care_encoded`) so `checked_image` and the digests can reopen it without decoding
+    the image in place.
+    """
+    try:
+        with bomb_guard_lifted():  # the header only; checked_image judges the size
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageProblem("undecodable_image", f"its {len(data)} bytes are in no image format PIL reads") from None
+    except (OSError, SyntaxError) as err:
+        raise ImageProblem("undecodable_image", f"its bytes are not a readable image ({err})") from None
+    image.care_encoded = data
+    return image
 
 
 def checked_image(image: Image.Image) -> Image.Image:
@@ -124,9 +142,7 @@ def _fitting(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
 
 
 def _reencoded(image: Image.Image) -> Image.Image:
-    """A lossless PNG of `image`, opened lazily as loaded images are (care.data.adapters.common)."""
-    from care.data.adapters.common import open_encoded
-
+    """A lossless PNG of `image`, opened lazily as loaded images are."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return open_encoded(buffer.getvalue())

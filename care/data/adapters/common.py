@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from care.data import images
 from care.hashing import digest, file_digest
 
 LETTERS = "ABCDEFGHIJ"
@@ -108,22 +109,11 @@ class ImageResolver:
 
 
 def open_encoded(data: bytes) -> Image.Image:
-    """A lazily decoded image: only the header is parsed now (a non-image fails here), pixels on first use.
-
-    Lazy decoding keeps a 39K-row training set at its compressed size in memory. The encoded bytes are
-    kept on the image so `image_digest` can hash pixels without decoding the image in place.
-    """
-    from care.data.images import bomb_guard_lifted
-
+    """care.data.images.open_encoded, its refusal as this row's problem."""
     try:
-        with bomb_guard_lifted():  # the header only; care.data.images.checked_image judges the size
-            image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise RowProblem("undecodable_image", None, f"its {len(data)} bytes are in no image format PIL reads") from None
-    except (OSError, SyntaxError) as err:
-        raise RowProblem("undecodable_image", None, f"its bytes are not a readable image ({err})") from None
-    image.care_encoded = data
-    return image
+        return images.open_encoded(data)
+    except images.ImageProblem as problem:
+        raise RowProblem(problem.reason, None, str(problem)) from None
 
 
 def image_digest(image: Image.Image) -> str:
