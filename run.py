@@ -146,13 +146,9 @@ def main(dcfg: DictConfig) -> dict | None:
             if writer:
                 rundir.check_free(run_dir, dir_key)  # at once: another job holds it
             rundir.check_writable(cfg.cache_dir, "cache_dir")
-            preflight(cfg)
+            data = preflight(cfg)  # the training data, prepared once: the job uses it as it is
             key = run_key(cfg)
-            digest = None
-            if cfg.task == "train":
-                from care.data.training import prepare
-
-                digest = data_digest(prepare(cfg))  # what preflight prepared
+            digest = data_digest(data) if data is not None else None
             claimed = rundir.claim(cfg, run_dir, key=key, digest=digest, writer=writer, dir_key=dir_key)
         except (ValueError, FileNotFoundError) as err:  # bad values, unreachable weights or datasets, a run dir
             print(f"config error: {err}", file=sys.stderr)  # held by another job or holding another run
@@ -174,7 +170,7 @@ def main(dcfg: DictConfig) -> dict | None:
         logging.getLogger().removeHandler(early)
         choices = {group: choice for group, choice in hydra_cfg.runtime.choices.items()
                    if choice is not None and not group.startswith("hydra")}
-        final = train(cfg, run_dir, choices=choices, dir_key=dir_key)
+        final = train(cfg, run_dir, choices=choices, dir_key=dir_key, data=data)
     except OSError as err:  # disk full, quota, a folder turned read-only: name the file and its key
         message = rundir.write_fault_message(err, places)
         if message is None:

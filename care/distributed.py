@@ -83,3 +83,14 @@ def leave_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def free_accelerator_memory() -> None:
+    """Return what a finished trainer held, so an evaluation engine (or the next phase) can have the GPU."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

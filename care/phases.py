@@ -66,13 +66,14 @@ class StartingPoint:
     backbone_dir: str
 
 
-def starting_point(cfg: Config, build: bool = True) -> StartingPoint:
-    """Prepare the data and find (with `build`, build or reuse) the cold start RL starts from."""
+def starting_point(cfg: Config, data=None, build: bool = True) -> StartingPoint:
+    """The cold start RL starts from (with `build`: built, or reused from the cache) and the data it came
+    from: `data` as the caller prepared it (care.data.training.TrainingData), or prepared here."""
     from care.coldstart import cold_start_policy
     from care.data.training import prepare
     from care.models import resolve_backbone
 
-    data = prepare(cfg)
+    data = data if data is not None else prepare(cfg)
     backbone_dir = resolve_backbone(cfg.backbone, Path(_cache(cfg)))
     policy_dir = cold_start_policy(cfg, data.train, backbone_dir, Path(_cache(cfg))) if build else backbone_dir
     return StartingPoint(data=data, policy_dir=policy_dir, backbone_dir=backbone_dir)
@@ -188,7 +189,7 @@ def run_phase(phase: str, config: dict, configure_logging: bool = False) -> dict
     cfg = config_from_dict(config)
     join_process_group()
     seed_everything(cfg.cold_start.seed, cfg.threads)
-    start = starting_point(cfg, build=phase != BASE)
+    start = starting_point(cfg, build=phase != BASE)  # a phase's job is its own entry: it prepares the data
     result = {"phase": phase, "policy_dir": start.policy_dir}
     if phase in (BASE, BEFORE):
         from care.evaluation.harness import before_after_benchmarks, before_rl

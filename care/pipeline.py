@@ -1,8 +1,16 @@
-"""The Hydra-free training entry: config + run directory in, run files out.
+"""One training run, as a story: prepare -> cold start -> before RL -> RL -> after RL -> final.
 
-data -> backbone -> cold start (cached) -> eval before (cached) -> RL -> policy/ + rl_done.json
--> eval after -> final.json.
-Tests call `train` directly; run.py only composes and validates the config first.
+`train(cfg, run_dir)` is the Hydra-free entry (run.py composes and checks the config, tests call it
+directly). Each chapter below is one function:
+
+1. `train`: the run directory is claimed (care.run_dir) and run.json written; the data comes prepared
+   from run.py's preflight (or is prepared here, once) and is passed down, never loaded again;
+2. `_train` runs the phases in order, each reusing what a sweep's shared phases already built:
+   the cold start (care.phases.starting_point), the before-RL scores (care.evaluation.harness),
+   RL (`_reinforce`, resuming from the newest checkpoint), the after-RL scores, and final.json.
+
+What else a run records lives in modules named for it: care.provenance (code and SLURM job),
+care.tracking (run files, W&B), care.run_dir (lock and identity), care.checkpoints (resume points).
 """
 
 from __future__ import annotations
@@ -12,9 +20,8 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-
 from care.config import Config
+from care.data.training import TrainingData
 from care.seeding import seed_everything
 from care.tracking import RunFiles, WandbMirror
 
@@ -22,25 +29,25 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = None,
-          dir_key: str = "run_dir") -> dict:
+          dir_key: str = "run_dir", data: TrainingData | None = None) -> dict:
     """Run one job end to end (training, or `task=eval`); returns what final.json holds.
 
-    `choices` are the config-group selections (Hydra's runtime choices), kept for analysis. The run
-    directory is claimed first (care.run_dir: its lock, and whose run it holds): a finished run of this
-    key and data returns its final.json untouched, another run there is refused (RunDirRefused, naming
-    `dir_key`) unless cfg.start_over. run.py has claimed it already; this call then only checks again.
+    `choices` are the config-group selections (Hydra's runtime choices), kept for analysis. `data` is the
+    training data preflight prepared (None: prepared here). The run directory is claimed first
+    (care.run_dir: its lock, and whose run it holds): a finished run of this key and data returns its
+    final.json untouched, another run there is refused (RunDirRefused, naming `dir_key`) unless
+    cfg.start_over. run.py has claimed it already; this call then only checks again.
     """
     from care.distributed import is_main_process, join_process_group, leave_process_group, world_size
     from care.identity import data_digest, run_key
+    from care.provenance import code_provenance, scheduler_job
     from care.run_dir import claim, release
 
     join_process_group()  # one task per GPU: every task runs this, rank 0 alone writes
-    key = run_key(cfg)
-    data = None
-    if cfg.task == "train":  # bad data fails here, before run.json or any model (preflight already tried)
+    if cfg.task == "train" and data is None:  # bad data fails here, before run.json or any model
         from care.data.training import prepare
         data = prepare(cfg)
-    digest = data_digest(data) if data is not None else None
+    key, digest = run_key(cfg), data_digest(data) if data is not None else None
     claimed = claim(cfg, Path(run_dir), key=key, digest=digest, writer=is_main_process(), dir_key=dir_key)
     if claimed.final is not None:  # a re-issued or requeued job that already finished: nothing to do
         log.info("%s already holds final.json; skipping", run_dir)
@@ -57,7 +64,7 @@ def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = Non
                 final = run_eval(cfg, files)
                 files.write_final(final)
             else:
-                final = _train(cfg, files, mirror)
+                final = _train(cfg, data, files, mirror)
         except BaseException as err:
             files.mark_failed(err)
             mirror.finish(exit_code=1)
@@ -73,40 +80,48 @@ def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = Non
             release(Path(run_dir))
 
 
-def _train(cfg: Config, files: RunFiles, mirror: WandbMirror) -> dict:
+def _train(cfg: Config, data: TrainingData, files: RunFiles, mirror: WandbMirror) -> dict:
+    """The phases of a training run, in order; each reuses what a sweep's shared phases built."""
+    from care.distributed import free_accelerator_memory
     from care.evaluation.harness import before_after_benchmarks, before_rl, evaluate_policy, flat
     from care.phases import base_scores, starting_point
 
     started = time.time()
     seed_everything(cfg.seed, cfg.threads)
-    # the shared phases (care.phases): a sweep's launcher ran them already, so these reuse the cache
-    start = starting_point(cfg)  # the cold start, built once per key; cold_start=none: the backbone
-    data, policy_dir = start.data, start.policy_dir
+
+    # cold start: built once per key (a sweep's launcher built it already); cold_start=none: the backbone
+    start = starting_point(cfg, data)
     timings = {"cold_start_s": time.time() - started}
 
-    # eval.benchmarks plus the held-out training slice (named after data.name); the macro is over
-    # eval.benchmarks, or over the held-out slice when the check is the synthetic one alone
+    # before RL: eval.benchmarks plus the held-out training slice (named after data.name), scored once per
+    # cold start and protocol and shared by every run that starts from it; the macro is over eval.benchmarks,
+    # or over the held-out slice when the check is the synthetic one alone
     benchmarks, macro_of = before_after_benchmarks(cfg, data.held_out)
-    before = before_rl(cfg, policy_dir, benchmarks, macro_of, files.eval_dir)  # shared by runs that start alike
+    before = before_rl(cfg, start.policy_dir, benchmarks, macro_of, files.eval_dir)
     base = base_scores(cfg, start.backbone_dir, benchmarks, macro_of, files.eval_dir) if cfg.eval.base else None
     log.info("before RL: macro %.1f", before["macro"]["mean"])
     free_accelerator_memory()
 
+    # RL: from the cold start, resuming from the newest checkpoint; a job requeued after RL only evaluates
     trained = files.dir / "policy"
     rl = files.read_rl_done()
     if rl is None:
-        rl = _reinforce(cfg, files, mirror, data.train, policy_dir, trained)
-    else:  # requeued after RL finished: only the after-RL check was left to do
+        rl = _reinforce(cfg, files, mirror, data.train, start.policy_dir, trained)
+    else:
         log.info("%s holds RL's end (step %d); evaluating it", trained, rl["global_step"])
         if files.writer:  # a kill between rl_done.json and the clean-up left them
             shutil.rmtree(files.dir / "checkpoints", ignore_errors=True)
     timings["rl_s"] = rl["rl_s"]
+
+    # after RL: the same benchmarks, the same protocol, the trained policy
     after = evaluate_policy(cfg, str(trained), benchmarks, files.eval_dir, tag="after-", macro_of=macro_of)
     log.info("after RL: macro %.1f", after["macro"]["mean"])
+
+    # final.json: what the tables read
     timings["total_s"] = time.time() - started
     final = {"before": flat(before), "after": flat(after), "global_step": rl["global_step"],
              "processes": rl["processes"],
-             "timings": timings, "policy_source": policy_dir, "data": data.counts,
+             "timings": timings, "policy_source": start.policy_dir, "data": data.counts,
              "reward": {"accuracy_weight": cfg.rl.accuracy_weight, "format_weight": cfg.rl.format_weight,
                         "extraction": cfg.rl.extraction},
              "eval_protocol": before["protocol"]}
@@ -125,7 +140,7 @@ def _reinforce(cfg: Config, files: RunFiles, mirror: WandbMirror, train_records,
     from care.atomic import replace_directory, writing
     from care.checkpoints import resume_point
     from care.data.schema import to_prompt_row
-    from care.distributed import wait_for_everyone
+    from care.distributed import free_accelerator_memory, wait_for_everyone
     from care.models import load_processor
     from care.sharding import save_whole_model
     from care.trainer import MetricsCallback, build_trainer
@@ -164,42 +179,3 @@ def _reinforce(cfg: Config, files: RunFiles, mirror: WandbMirror, train_records,
     if files.writer:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return rl
-
-
-def free_accelerator_memory() -> None:
-    """Return what a finished trainer held, so an evaluation engine can have the GPU."""
-    import gc
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def scheduler_job() -> dict:
-    """The SLURM job running this (all None outside SLURM); restart_count counts requeues."""
-    import os
-
-    names = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID", "array_task_id": "SLURM_ARRAY_TASK_ID",
-             "restart_count": "SLURM_RESTART_COUNT", "tasks": "SLURM_NTASKS", "cpus_per_task": "SLURM_CPUS_PER_TASK",
-             "gpus_on_node": "SLURM_GPUS_ON_NODE"}
-    return {key: os.environ.get(name) for key, name in names.items()}
-
-
-def code_provenance() -> dict:
-    """Which code ran: the package directory (a sweep's snapshot, when it ran from one) and its commit."""
-    import subprocess
-
-    import care
-
-    code_dir = Path(care.__file__).resolve().parent.parent
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=code_dir, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"dir": str(code_dir), "commit": commit, "dirty": bool(status) if status is not None else None}

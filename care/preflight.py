@@ -26,13 +26,14 @@ def problems_message(problems: list[str]) -> str:
     return f"{len(problems)} problems: " + "; ".join(f"({n}) {problem}" for n, problem in enumerate(flat, 1))
 
 
-def preflight(cfg: Config) -> None:
-    """Raise naming every problem that would stop this job (see the module docstring); None when it can run.
+def preflight(cfg: Config):
+    """Raise naming every problem that would stop this job (see the module docstring). Returns the training
+    data it prepared (care.data.training.TrainingData; None for task=eval), for the job to use as it is.
 
     One problem is raised as the check raised it; several as one ValueError (`problems_message`).
     """
     if cfg.task == "plan":
-        return
+        return None
     errors: list[Exception] = []
 
     def check(step: Callable[..., object], *args) -> None:
@@ -59,15 +60,17 @@ def preflight(cfg: Config) -> None:
     benchmarks: list[str] = []
     check_benchmarks_reachable(cfg, benchmarks)
     errors += [FileNotFoundError(problem) for problem in benchmarks]
+    data = None
     if not errors and cfg.task == "train":  # load, dedupe, filter and split the training data: bad data fails
-        from care.data.training import prepare  # before any job starts (the job reuses what this prepared)
+        from care.data.training import prepare  # before any job starts (the job uses what this prepared)
 
-        prepare(cfg)
+        data = prepare(cfg)
         sft_set_check(cfg)
     if len(errors) == 1:
         raise errors[0]
     if errors:
         raise ValueError(problems_message([str(err) for err in errors]))
+    return data
 
 
 def engine_problems(cfg: Config) -> list[str]:

@@ -79,7 +79,7 @@ def test_only_rank_0_opens_a_run_and_writes_files(recorder, tmp_path):
 def test_a_failed_run_still_finishes_its_wandb_run_and_leaves_its_traceback(recorder, tmp_path, monkeypatch):
     import care.pipeline as pipeline
 
-    def crash(cfg, files, mirror):
+    def crash(cfg, data, files, mirror):
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(pipeline, "_train", crash)
