@@ -79,6 +79,21 @@ def starting_point(cfg: Config, data=None, build: bool = True) -> StartingPoint:
     return StartingPoint(data=data, policy_dir=policy_dir, backbone_dir=backbone_dir)
 
 
+def cold_start_state(cfg: Config) -> str:
+    """What the cold start phase will do, for the console: reuse a built one, build it, or start from what
+    is given (care.console.header)."""
+    from care.coldstart import cold_start_dir
+    from care.models import resolve_backbone
+
+    if cfg.cold_start.name == "none":
+        return "none (RL starts from the backbone)"
+    if cfg.cold_start.name == "checkpoint":
+        return f"given: {cfg.cold_start.checkpoint}"
+    built = cold_start_dir(cfg, resolve_backbone(cfg.backbone, Path(_cache(cfg))), Path(_cache(cfg)))
+    state = "reusing" if (built / "config.json").is_file() else "building"
+    return f"{state} {cfg.cold_start.name} ({built})"
+
+
 def base_config(cfg: Config) -> Config:
     """The config the Base row is scored under: the same protocol with eval.base_extraction's answer rule."""
     return replace(cfg, eval=replace(cfg.eval, extraction=cfg.eval.base_extraction))

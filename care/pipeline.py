@@ -82,14 +82,22 @@ def train(cfg: Config, run_dir: str | Path, choices: dict[str, str] | None = Non
 
 def _train(cfg: Config, data: TrainingData, files: RunFiles, mirror: WandbMirror) -> dict:
     """The phases of a training run, in order; each reuses what a sweep's shared phases built."""
+    from care.console import header, score_table
     from care.distributed import free_accelerator_memory
-    from care.evaluation.harness import before_after_benchmarks, before_rl, evaluate_policy, flat
-    from care.phases import base_scores, starting_point
+    from care.evaluation.harness import (
+        before_after_benchmarks,
+        before_rl,
+        before_state,
+        evaluate_policy,
+        flat,
+    )
+    from care.phases import base_scores, cold_start_state, starting_point
 
     started = time.time()
     seed_everything(cfg.seed, cfg.threads)
 
     # cold start: built once per key (a sweep's launcher built it already); cold_start=none: the backbone
+    header(1, 5, "cold start", cold_start_state(cfg))
     start = starting_point(cfg, data)
     timings = {"cold_start_s": time.time() - started}
 
@@ -97,6 +105,7 @@ def _train(cfg: Config, data: TrainingData, files: RunFiles, mirror: WandbMirror
     # cold start and protocol and shared by every run that starts from it; the macro is over eval.benchmarks,
     # or over the held-out slice when the check is the synthetic one alone
     benchmarks, macro_of = before_after_benchmarks(cfg, data.held_out)
+    header(2, 5, "before RL", before_state(cfg, start.policy_dir, benchmarks, macro_of))
     before = before_rl(cfg, start.policy_dir, benchmarks, macro_of, files.eval_dir)
     base = base_scores(cfg, start.backbone_dir, benchmarks, macro_of, files.eval_dir) if cfg.eval.base else None
     log.info("before RL: macro %.1f", before["macro"]["mean"])
@@ -105,6 +114,9 @@ def _train(cfg: Config, data: TrainingData, files: RunFiles, mirror: WandbMirror
     # RL: from the cold start, resuming from the newest checkpoint; a job requeued after RL only evaluates
     trained = files.dir / "policy"
     rl = files.read_rl_done()
+    header(3, 5, "RL", f"done already (step {rl['global_step']}), {trained}" if rl is not None else
+           f"{cfg.algorithm.name}, {cfg.rl.steps} optimizer steps, {cfg.rl.prompts_per_rollout} prompts x "
+           f"{cfg.rl.num_generations} rollouts per batch, {len(data.train)} training prompts")
     if rl is None:
         rl = _reinforce(cfg, files, mirror, data.train, start.policy_dir, trained)
     else:
@@ -114,6 +126,8 @@ def _train(cfg: Config, data: TrainingData, files: RunFiles, mirror: WandbMirror
     timings["rl_s"] = rl["rl_s"]
 
     # after RL: the same benchmarks, the same protocol, the trained policy
+    header(4, 5, "after RL", f"scoring {sum(len(r) for r in benchmarks.values())} prompts of {len(benchmarks)} "
+           f"benchmark(s) with {trained}")
     after = evaluate_policy(cfg, str(trained), benchmarks, files.eval_dir, tag="after-", macro_of=macro_of)
     log.info("after RL: macro %.1f", after["macro"]["mean"])
 
@@ -128,6 +142,8 @@ def _train(cfg: Config, data: TrainingData, files: RunFiles, mirror: WandbMirror
     if base is not None:  # analysis.tables.table1's Base row, with the answer rule it was scored under
         final["base"] = {**flat(base), "extraction": cfg.eval.base_extraction}
     files.write_final(final)
+    header(5, 5, "final", f"{files.final_path}")
+    log.info("scores (%%, mean over eval seeds):\n%s", score_table(final["before"], final["after"]))
     return final
 
 

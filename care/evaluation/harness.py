@@ -170,19 +170,23 @@ def evaluate_policy(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Rec
     """
     from accelerate.utils import gather_object
 
+    from care.console import Progress
     from care.distributed import main_process_decides, world_size
 
     passes = [(name, seed) for seed in eval_seeds(cfg.eval) for name in benchmarks]
     accuracy = main_process_decides(finished_passes(out_dir, tag, benchmarks, passes))
     if accuracy:
         log.info("resuming evaluation: %d of %d passes done", len(accuracy), len(passes))
-    for (name, seed), mine in rank_samples(cfg, policy_dir, benchmarks, [p for p in passes if p not in accuracy]):
-        joined = gather_object(mine) if world_size() > 1 else mine
-        if len(joined) != len(benchmarks[name]):
-            raise RuntimeError(f"{name} seed {seed}: {len(joined)} samples for {len(benchmarks[name])} records")
-        if out_dir is not None:
-            write_samples(out_dir / pass_file(tag, name, seed), joined)
-        accuracy[(name, seed)] = pass_accuracy(joined, name)
+    todo = [p for p in passes if p not in accuracy]
+    with Progress(len(todo), f"{tag or 'eval-'}passes", unit="pass") as progress:
+        for (name, seed), mine in rank_samples(cfg, policy_dir, benchmarks, todo):
+            joined = gather_object(mine) if world_size() > 1 else mine
+            if len(joined) != len(benchmarks[name]):
+                raise RuntimeError(f"{name} seed {seed}: {len(joined)} samples for {len(benchmarks[name])} records")
+            if out_dir is not None:
+                write_samples(out_dir / pass_file(tag, name, seed), joined)
+            accuracy[(name, seed)] = pass_accuracy(joined, name)
+            progress.update()
     return score(accuracy, benchmarks, cfg.eval, macro_of)
 
 
@@ -228,6 +232,15 @@ def before_dir(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]]
     """Where the before-RL scores of `policy_dir` under this protocol are cached (done once it holds
     eval_metrics.json); tag `base-` holds the backbone's own scores (care.phases.BASE)."""
     return Path(cfg.cache_dir).expanduser() / "eval" / f"{tag}{before_key(cfg, policy_dir, benchmarks, macro_of)}"
+
+
+def before_state(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]], macro_of: list[str]) -> str:
+    """What the before-RL phase will do, for the console: reuse the cached scores or score them."""
+    cached = before_dir(cfg, policy_dir, benchmarks, macro_of)
+    if (cached / "eval_metrics.json").is_file():
+        return f"reusing {cached}"
+    prompts = sum(len(records) for records in benchmarks.values())
+    return f"scoring {prompts} prompts of {len(benchmarks)} benchmark(s) x {len(eval_seeds(cfg.eval))} pass(es)"
 
 
 def before_rl(cfg: Config, policy_dir: str, benchmarks: dict[str, list[Record]], macro_of: list[str],
