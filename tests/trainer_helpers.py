@@ -22,7 +22,7 @@ def tiny_config(cache_dir: Path, algorithm: str = "care", rgr: RGRConfig | None 
     """RGR is off unless `rgr` is given: most trainer tests check the objective path on its own."""
     cfg = Config(cache_dir=str(cache_dir), data=DataConfig(train_size=32, eval_size=4),
                  rgr=rgr or RGRConfig(enabled=False),
-                 rl=RLConfig(steps=2, prompts_per_step=2, num_generations=4, max_completion_length=24,
+                 rl=RLConfig(steps=2, prompts_per_rollout=2, num_generations=4, max_completion_length=24,
                              learning_rate=1e-3), algorithm=algorithm_preset(algorithm))
     cfg.rl = replace(cfg.rl, **rl)
     cfg.wandb.mode = "disabled"
