@@ -2,7 +2,6 @@
 a weighted format term; CARE's positives, anchors and rescue read accuracy, never "reward > 0"."""
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from care.config import Config, RLConfig
 from care.objective import CareConfig, care_advantages
 from care.trainer.build import reward_functions
-from care.trainer.care_trainer import CareGRPOTrainer
+from care.trainer.care_step import reward_verdicts
 from care.verifiers import extract_answer, verify
 from care.verifiers.reward import VerifierReward
 
@@ -57,7 +56,8 @@ def test_the_strict_rule_is_every_default():
     assert accuracy([NO_ANSWER_SPAN], default) == [0.0]
     assert composed("eval=paper6").eval.extraction == "strict"
     lenient = composed("rl.extraction=lenient")
-    assert accuracy([NO_ANSWER_SPAN], lenient) == [1.0]
+    assert accuracy([BOXED], default) == [0.0] and accuracy([BOXED], lenient) == [1.0]
+    assert accuracy([NO_ANSWER_SPAN], lenient) == [0.0]  # the 5 is inside <think>: never an answer
 
 
 def test_strict_rule_scores_only_a_well_formed_answer_span(real_data):
@@ -68,8 +68,14 @@ def test_strict_rule_scores_only_a_well_formed_answer_span(real_data):
 
 
 def test_lenient_rule_keeps_the_fallbacks_for_evaluation():
-    for response in (WELL_FORMED, CUT_OFF, NO_THINK, BOXED, NO_ANSWER_SPAN):
+    for response in (WELL_FORMED, CUT_OFF, NO_THINK, BOXED, "<think>it might be 7</think> The answer is 5"):
         assert verify(response, "5", "math", extraction="lenient").correct, response
+    # never from inside the reasoning: a candidate weighed while thinking is not the answer
+    for response in (NO_ANSWER_SPAN, "<think>maybe \\boxed{5}, or the answer is 5", "<think><answer>5</answer></think>"):
+        assert not verify(response, "5", "math", extraction="lenient").correct, response
+    # one default, library and product alike: strict
+    assert not verify(BOXED, "5", "math").correct and verify(WELL_FORMED, "5", "math").correct
+    assert extract_answer(BOXED) is None
     with pytest.raises(ValueError, match="rl.extraction='loose'.*strict, lenient"):
         RLConfig(extraction="loose")
     with pytest.raises(ValueError, match="extraction rule 'loose'"):
@@ -94,8 +100,7 @@ def test_care_decisions_read_accuracy_not_the_weighted_reward():
     acc = VerifierReward(extraction="strict")(completions=group, answer=["5"] * 4, answer_type=["math"] * 4)
     fmt = [float(verify(r, "5", "math").formatted) for r in group]
     per_func = torch.tensor([acc, fmt]).T
-    trainer = SimpleNamespace(reward_weights=torch.tensor([0.9, 0.1]), accuracy_reward_index=0)
-    rewards, correct = CareGRPOTrainer._reward_totals(trainer, per_func)
+    rewards, correct = reward_verdicts(per_func, weights=torch.tensor([0.9, 0.1]), accuracy_index=0)
     assert rewards.tolist() == pytest.approx([1.0, 0.1, 0.1, 0.0])
     assert correct.tolist() == [True, False, False, False]
 

@@ -5,7 +5,9 @@
     make_reward_fn() -> TRL reward function (accuracy); FormatReward() -> TRL reward function (format)
 
 answer_type is "math" (math-verify equivalence, `math_answers`), "choice" (letters A-J, `choices`) or
-"text" (normalised exact match, `text_answers`). Where the answer is taken from: `extraction`.
+"text" (normalised exact match, `text_answers`). Where the answer is taken from: `extraction`, "strict"
+by default here as in the product (`rl.extraction`, `eval.extraction`); "lenient" adds fallbacks for
+untrained models and never reads inside `<think>`.
 Math comparisons that need math-verify run in a worker pool with a deadline (`pool`); importing this
 package does not import math-verify, sympy or torch.
 """

@@ -89,7 +89,7 @@ def verify_batch(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     in_process: bool = False,
-    extraction: str = "lenient",
+    extraction: str = "strict",
 ) -> list[VerifyResult]:
     """Score many responses; undecided math comparisons (each distinct one once) fan out over the worker pool.
 
@@ -129,7 +129,7 @@ def verify(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     in_process: bool = False,
-    extraction: str = "lenient",
+    extraction: str = "strict",
 ) -> VerifyResult:
     """Score one response against its gold; `answer_type` is 'math', 'choice' or 'text'."""
     return verify_batch(

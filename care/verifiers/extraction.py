@@ -7,8 +7,10 @@ Two extraction rules (`rl.extraction` in training, `eval.extraction` in evaluati
   strict   the `<answer>` span of a well-formed response (`is_well_formed`), nothing else: a cut-off or
            malformed response has no answer, so it scores 0 and can never be an anchor. Training uses it,
            so the policy is never paid for skipping the answer span.
-  lenient  for models never trained on the format, the first of these that applies:
-  1. the LAST `<answer>...</answer>` span (tags are case-sensitive; an unclosed `<answer>` does not count);
+  lenient  for models never trained on the format, the first of these that applies, read outside the
+           reasoning only (`outside_think`: after the last `</think>`; nothing of an unclosed `<think>`):
+  1. the LAST `<answer>...</answer>` span (tags are case-sensitive), else what follows an unclosed last
+     `<answer>` (a response cut off inside its answer);
   2. else the LAST balanced `\\boxed{...}`;
   3. else, within the last 4,000 characters, the rest of the line after the last "answer is" / "answer:"
      (case-insensitive, so "The final answer is" and "**Answer:**" count);
@@ -102,6 +104,17 @@ def _balanced_content(text: str, open_brace: int) -> str | None:
     return None
 
 
+def outside_think(response: str) -> str:
+    """The response without its reasoning: what follows the last `</think>`; a `<think>` never closed (a
+    response cut off while reasoning) leaves only what precedes it. The lenient rule reads answers here
+    only, so a candidate the model weighed while thinking is never taken for its answer."""
+    close = response.rfind(THINK_CLOSE)
+    if close >= 0:
+        return response[close + len(THINK_CLOSE):]
+    opened = response.find(THINK_OPEN)
+    return response[:opened] if opened >= 0 else response
+
+
 def _fallback_answer(response: str) -> str:
     tail = response[-FALLBACK_WINDOW_CHARS:]
     phrases = list(_ANSWER_PHRASE.finditer(tail))
@@ -114,14 +127,17 @@ def _fallback_answer(response: str) -> str:
     return lines[-1] if lines else ""
 
 
-def extract_answer(response: str, rule: str = "lenient") -> str | None:
+def extract_answer(response: str, rule: str = "strict") -> str | None:
     """The answer string per `rule` (see the module docstring), or None when there is none."""
     if rule == "strict":
         if not is_well_formed(response):
             return None
         span = last_answer_span(response)
     elif rule == "lenient":
+        response = outside_think(response)
         span = last_answer_span(response)
+        if span is None and ANSWER_OPEN in response:  # an answer cut off before </answer>
+            span = response[response.rfind(ANSWER_OPEN) + len(ANSWER_OPEN):][:FALLBACK_WINDOW_CHARS]
         if span is None:
             span = last_boxed(response)
         if span is None:
