@@ -99,7 +99,8 @@ class Progress:
 
 def score_table(before: dict, after: dict, macro_of: list[str] | None = None) -> str:
     """The before/after scores per benchmark (final.json's flat `before`/`after`), with the change."""
-    names = [name for name in after if isinstance(after.get(name), (int, float)) and name not in ("macro", "macro_std")]
+    names = [name for name, value in after.items()
+             if isinstance(value, (int, float)) and name not in ("macro", "macro_std", "n", "seeds")]
     rows = [(name, before.get(name), after[name]) for name in names] + [("macro", before.get("macro"), after.get("macro"))]
     width = max(len(name) for name, _, _ in rows)
 

@@ -21,7 +21,7 @@ def test_durations_read_as_people_write_them():
 
 def test_the_table_gives_each_benchmark_before_after_and_the_change():
     table = score_table({"mathvista": 40.0, "synthetic": 49.48, "macro": 44.74, "macro_std": 0.0, "n": {}},
-                        {"mathvista": 42.5, "synthetic": 57.42, "macro": 49.96, "macro_std": 0.0, "n": {}})
+                        {"mathvista": 42.5, "synthetic": 57.42, "macro": 49.96, "macro_std": 0.0, "n": 8, "seeds": 2})
     assert table.splitlines() == ["benchmark  before   after  change",
                                   "mathvista    40.0    42.5    +2.5",
                                   "synthetic    49.5    57.4    +7.9",
