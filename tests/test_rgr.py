@@ -64,20 +64,22 @@ def test_bad_rgr_settings_name_the_key(kwargs, message):
 
 # ---------------------------------------------------------------- the trainer side
 class _Recorder:
-    """Wraps a trainer's RGR step and generate calls to keep what they saw."""
+    """Wraps a trainer's sampling, RGR step and generate calls to keep what they saw."""
 
     def __init__(self, trainer):
-        self.steps, self.repair_prompts, self.outputs, self.in_repair = [], [], [], False
-        repair, generate, step = trainer._repair, trainer._generate_single_turn, trainer._generate_and_score_completions
+        self.steps, self.repair_prompts, self.outputs, self.rounds, self.in_repair = [], [], [], [], False
+        resampler = trainer.care_step.resampler
+        repair, generate, step = resampler.repair, trainer._generate_single_turn, trainer._generate_and_score_completions
+        sample = trainer.sample
 
-        def recording_repair(output, selection, group_size):
-            before = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in output.items()}
+        def recording_repair(batch, prompts, inputs, selection, group_size):
+            before = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()}
             self.in_repair = True
             try:
-                repairs = repair(output, selection, group_size)
+                repairs = repair(batch, prompts, inputs, selection, group_size)
             finally:
                 self.in_repair = False
-            after = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in output.items()}
+            after = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()}
             self.steps.append({"before": before, "after": after, "selection": selection, "repairs": repairs})
             return repairs
 
@@ -89,8 +91,12 @@ class _Recorder:
         def recording_step(inputs):
             self.outputs.append(step(inputs))
             return self.outputs[-1]
-        trainer._repair, trainer._generate_single_turn = recording_repair, recording_generate
-        trainer._generate_and_score_completions = recording_step
+
+        def recording_sample(inputs, read_features):
+            self.rounds.append(sample(inputs, read_features))
+            return self.rounds[-1]
+        resampler.repair, trainer._generate_single_turn = recording_repair, recording_generate
+        trainer._generate_and_score_completions, trainer.sample = recording_step, recording_sample
 
 
 def _train(cache_dir, tmp_path, steps=1, **rgr):
@@ -144,12 +150,12 @@ def test_splice_keeps_batch_shape_and_only_changes_repaired_rows(cache_dir, tmp_
 
 def test_spliced_rows_get_the_objectives_advantage_for_their_repair_outcome(cache_dir, tmp_path):
     trainer, recorder = _train(cache_dir, tmp_path)
-    step, result = recorder.steps[-1], trainer.last_objective
-    rewards = trainer._gathered_rewards()[0].view_as(result.advantages)
-    expected = score_subgroups(step["selection"], rewards, CareConfig(**asdict(trainer.care_config)),
+    step, result = recorder.steps[-1], trainer.care_step.last_objective
+    rewards = trainer.care_step.verdicts(recorder.rounds[-1].rewards_per_func)[0].view_as(result.advantages)
+    cfg = trainer.care_step.care_config
+    expected = score_subgroups(step["selection"], rewards, CareConfig(**asdict(cfg)),
                                step["repairs"].outcome, step["repairs"].reward)
     assert torch.equal(expected.advantages, result.advantages)
-    cfg = trainer.care_config
     for row in _repaired_rows(step, trainer.num_generations):
         group, column = divmod(row, trainer.num_generations)
         value = result.advantages[group, column].item()
@@ -178,7 +184,8 @@ def test_with_prefix_trains_only_the_continuation_and_rescores_reference_logps(c
         assert trained[0] == 0 and trained[-1] == 1  # context first, then the decoded continuation
         assert trained.diff().ge(0).all()  # one switch from context to continuation
     # reference log-probs of spliced rows are recomputed on exactly the spliced tokens
-    from care.trainer.repair import _select_rows, forward_kwargs
+    from care.trainer.repair import _select_rows
+    from care.trainer.trl_surface import forward_kwargs
     subset = _select_rows(after, rows)
     ids = torch.cat([subset["prompt_ids"], subset["completion_ids"]], dim=1)
     mask = torch.cat([subset["prompt_mask"], subset["completion_mask"]], dim=1)
@@ -198,7 +205,7 @@ def test_engine_importance_ratio_and_old_logps_are_set_for_spliced_rows(cache_di
     output["importance_sampling_ratio"] = torch.full((batch, width), 0.5)  # as vLLM's token-level correction
     tokens = trainer.processing_class.tokenizer.encode("red</answer>", add_special_tokens=False)[:3]
     context = trainer.processing_class.tokenizer.encode("<think>x</think><answer>", add_special_tokens=False)
-    trainer._splice(output, [1], [context], [tokens])
+    trainer.care_step.resampler._splice(output, [1], [context], [tokens])
     assert (output["importance_sampling_ratio"][1] == 1.0).all()
     assert (output["importance_sampling_ratio"][0] == 0.5).all()
     assert (output["old_per_token_logps"][0] == 0).all()

@@ -27,7 +27,7 @@ def test_each_algorithm_trains_and_changes_parameters(algorithm, cache_dir, tmp_
     for key in ("signal/fss_neg", "signal/zero_signal_groups", "signal/nonzero_grad_prompts", "accuracy",
                 "groups_all_fail", "groups_all_correct"):
         assert key in logged, key
-    assert trainer.algorithm == algorithm
+    assert trainer.care_step.algorithm == algorithm
 
 
 def test_dapo_masks_truncated_completions_out_of_the_loss(cache_dir, tmp_path):
@@ -48,40 +48,35 @@ class _Capture:
 
         def wrapped(inputs):
             output = original(inputs)
-            self.outputs.append((output, trainer.last_objective))
+            self.outputs.append((output, trainer.care_step.last_objective))
             return output
         trainer._generate_and_score_completions = wrapped
 
 
-@pytest.mark.parametrize("deferred", [False, True])
-def test_logged_k_prime_matches_the_objective_for_that_batch(deferred, cache_dir, tmp_path):
+def test_logged_k_prime_matches_the_objective_for_that_batch(cache_dir, tmp_path):
     trainer = build_tiny_trainer(tiny_config(cache_dir, "care", steps=1), tmp_path)
-    trainer.defer_override = deferred
-    assert trainer.defer_objective == deferred
     capture = _Capture(trainer)
     trainer.train()
-    output, _ = capture.outputs[-1]
-    result = trainer.last_objective  # the deferred path decides inside the loss, after the capture
+    output, result = capture.outputs[-1]
     logged = trainer.state.log_history[0]
     with_subgroup = result.k_prime > 0
     assert logged["care/k_prime_mean"] == pytest.approx(result.k_prime[with_subgroup].float().mean().item())
-    if deferred:  # rows are shuffled before the loss; the rest of this test reads generation order
-        return
-    # CARE's loss mask keeps exactly the subgroup: anchor + K' negatives per group; TRL's tool_mask is not used
-    assert "tool_mask" not in output
+    # CARE's loss mask keeps exactly the subgroup: anchor + K' negatives per group
     kept_rows = output[LOSS_MASK].amax(dim=1).bool()
     assert torch.equal(kept_rows, result.in_subgroup.reshape(-1))
     sizes = result.in_subgroup.sum(dim=1)
     assert torch.equal(sizes[with_subgroup], result.k_prime[with_subgroup] + 1)
     expected_items = (output["completion_mask"] * output[LOSS_MASK]).sum()
     assert output["num_items_in_batch"] == expected_items
+    # TRL's loss reads it as tool_mask (no tools here, so it is CARE's mask alone)
+    assert torch.equal(output["tool_mask"], output[LOSS_MASK])
 
 
 def test_objective_inputs_reproduce_the_handed_back_advantages(cache_dir, tmp_path):
     """Re-running care_advantages on the trainer's inputs gives the advantages it trained on."""
     trainer = build_tiny_trainer(tiny_config(cache_dir, "care", steps=1), tmp_path)
     seen = {}
-    import care.trainer.care_trainer as module
+    import care.trainer.care_step as module
 
     select, score = module.select_subgroups, module.score_subgroups
 
@@ -97,7 +92,7 @@ def test_objective_inputs_reproduce_the_handed_back_advantages(cache_dir, tmp_pa
         trainer.train()
     finally:
         module.select_subgroups, module.score_subgroups = select, score
-    again = care_advantages(*seen["args"], generator=torch.Generator().manual_seed(trainer.care_seed * 1_000_003 + 0))
+    again = care_advantages(*seen["args"], generator=torch.Generator().manual_seed(trainer.care_step.seed * 1_000_003 + 0))
     assert torch.equal(again.advantages, seen["result"].advantages)
 
 
@@ -105,7 +100,6 @@ def test_rollouts_outside_the_subgroup_contribute_zero_gradient(cache_dir, tmp_p
     cfg = tiny_config(cache_dir, "care", steps=1)
     cfg.care.k = 1  # S = anchor + one negative: with G = 4 some rollouts are always left out
     trainer = build_tiny_trainer(cfg, tmp_path)
-    trainer.defer_override = False  # the eager hand-back; the deferred path is checked against it below
     capture = _Capture(trainer)
     trainer.train()
     output, result = capture.outputs[-1]
@@ -131,72 +125,56 @@ def test_rollouts_outside_the_subgroup_contribute_zero_gradient(cache_dir, tmp_p
         assert torch.equal(a, b)
 
 
-def test_deferred_objective_gives_the_eager_loss_and_gradient(cache_dir, tmp_path):
-    """Running CARE inside the loss forward (no extra pass) trains exactly like the eager hand-back."""
-    from trl.trainer.utils import (
-        shuffle_sequence_dict,
-        split_pixel_values_by_grid,
-        unsplit_pixel_values_by_grid,
-    )
+def _recorded_rounds(trainer):
+    """Wraps trainer.sample and the step's own features forward; returns (rounds sampled, own forwards)."""
+    rounds, own_forwards = [], []
+    sample, features_forward = trainer.sample, trainer.care_step.features_forward
 
+    def recording_sample(inputs, read_features):
+        rounds.append(sample(inputs, read_features))
+        return rounds[-1]
+
+    def recording_features_forward(batch):
+        own_forwards.append(features_forward(batch))
+        return own_forwards[-1]
+    trainer.sample, trainer.care_step.features_forward = recording_sample, recording_features_forward
+    return rounds, own_forwards
+
+
+def test_one_update_per_rollout_batch_reads_features_from_one_no_grad_forward(cache_dir, tmp_path):
+    """TRL runs no forward before the loss here: CARE runs one of its own per generation batch."""
     trainer = build_tiny_trainer(tiny_config(cache_dir, "care", steps=1), tmp_path)
-    assert trainer.defer_objective  # the default one-epoch CARE run without RGR takes this path
-    raw = {}
-    original = trainer.apply_objective
-    trainer.apply_objective = lambda output: raw.setdefault("output", output)
+    assert not trainer.care_step.trl_runs_old_logp_forward()
+    rounds, own_forwards = _recorded_rounds(trainer)
     trainer.model.train()
     trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
-    trainer.apply_objective = original
-    trainer.current_gradient_accumulation_steps = 1  # normally set by the train loop
-    model = trainer.model
-
-    def copy(batch):
-        return {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()}
-
-    def loss_and_grads(batch):
-        model.zero_grad()
-        loss = trainer._compute_loss(model, batch)
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
-
-    trainer.defer_override = False
-    eager = trainer.apply_objective(copy(raw["output"]))
-    eager_result = trainer.last_objective
-    eager_loss, eager_grads = loss_and_grads(eager)
-
-    trainer.defer_override = True
-    deferred = trainer.apply_objective(copy(raw["output"]))
-    assert "care_row" in deferred and LOSS_MASK not in deferred  # nothing decided before the loss forward
-    torch.manual_seed(3)  # TRL shuffles rows between generation and loss; so do we
-    deferred = unsplit_pixel_values_by_grid(shuffle_sequence_dict(split_pixel_values_by_grid(deferred)))
-    assert not torch.equal(deferred["care_row"], torch.arange(deferred["care_row"].numel()))
-    deferred_loss, deferred_grads = loss_and_grads(deferred)
-
-    assert torch.equal(trainer.last_objective.advantages, eager_result.advantages)
-    assert torch.allclose(deferred_loss, eager_loss, atol=1e-6)
-    assert len(deferred_grads) == len(eager_grads)
-    for a, b in zip(eager_grads, deferred_grads, strict=True):
-        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+    assert len(rounds) == 1 and rounds[0].features is None and len(own_forwards) == 1
+    assert own_forwards[0].embeddings.shape[0] == rounds[0].batch["completion_ids"].shape[0]
 
 
 def test_features_come_from_trls_old_logprob_forward_when_it_runs_one(cache_dir, tmp_path):
     """With several PPO epochs TRL computes old log-probs itself; CARE reads its features from that pass."""
     trainer = build_tiny_trainer(tiny_config(cache_dir, "care", steps=1), tmp_path)
     trainer.num_iterations = 2  # as GRPOConfig(num_iterations=2): TRL now runs an old-log-prob forward
-    assert not trainer.defer_objective and trainer._trl_computes_old_logps()
-    extra_passes = []
-    original = trainer._rollout_features
-    trainer._rollout_features = lambda output: extra_passes.append(1) or original(output)
-    kept, keep = [], trainer._keep_features
-    trainer._keep_features = lambda features: kept.append(features) or keep(features)
-    capture = _Capture(trainer)
+    assert trainer.care_step.trl_runs_old_logp_forward()
+    rounds, own_forwards = _recorded_rounds(trainer)
     trainer.model.train()
-    trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
-    assert extra_passes == [] and len(kept) == 1
-    output, _ = capture.outputs[-1]
+    output = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+    assert own_forwards == [] and rounds[0].features is not None
+    kept = rounds[0].features
     # the same features a separate forward gives, and the log-probs TRL stored
-    again = original(output)
-    assert torch.allclose(kept[0].embeddings, again.embeddings, atol=1e-5)
-    assert torch.allclose(kept[0].logprob_sum, again.logprob_sum, atol=1e-4)
-    assert torch.allclose(kept[0].logprob_sum, (output["old_per_token_logps"] * output["completion_mask"]).sum(1),
+    again = trainer.care_step.features_forward(output)
+    assert torch.allclose(kept.embeddings, again.embeddings, atol=1e-5)
+    assert torch.allclose(kept.logprob_sum, again.logprob_sum, atol=1e-4)
+    assert torch.allclose(kept.logprob_sum, (output["old_per_token_logps"] * output["completion_mask"]).sum(1),
                           atol=1e-4)
+
+
+def test_baselines_train_on_trls_own_batch(cache_dir, tmp_path):
+    """GRPO, DAPO, GSPO: the step only logs; the batch TRL trains on is the one TRL generated."""
+    trainer = build_tiny_trainer(tiny_config(cache_dir, "grpo", steps=1), tmp_path)
+    rounds, own_forwards = _recorded_rounds(trainer)
+    trainer.model.train()
+    output = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+    assert output is rounds[0].batch and LOSS_MASK not in output and own_forwards == []
+    assert not rounds[0].read_features and rounds[0].features is None

@@ -16,7 +16,10 @@ from care.trainer import trl_surface
 from care.trainer.care_trainer import CareGRPOTrainer
 from care.trainer.trl_surface import LOSS_MASK, loss_inputs, surface_problems, trained_tokens
 
-TRAINER_SOURCES = [Path(trl_surface.__file__).with_name(name) for name in ("care_trainer.py", "repair.py")]
+HERE = Path(trl_surface.__file__).parent
+TRAINER_SOURCE = HERE / "care_trainer.py"  # the trainer is `self`
+# collaborators the trainer hands itself to: there the trainer is `self.trainer`, or a local `trainer`
+COLLABORATOR_SOURCES = [HERE / name for name in ("care_step.py", "repair.py", "features.py")]
 
 
 def test_the_installed_trl_offers_every_stated_method_attribute_and_batch_key():
@@ -26,14 +29,23 @@ def test_the_installed_trl_offers_every_stated_method_attribute_and_batch_key():
 
 def test_a_changed_signature_is_reported_by_method_name():
     class Changed(GRPOTrainer):
-        def _compute_loss(self, model, inputs, scale):  # a new required parameter TRL would pass
-            return inputs["tool_mask"], inputs["completion_mask"], inputs["advantages"], \
-                inputs["num_items_in_batch"], inputs["ref_per_token_logps"], inputs["old_per_token_logps"]
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list, scale):  # TRL would pass scale
+            return None
 
     problems = surface_problems(Changed)
     assert len(problems) == 1, problems
-    assert problems[0].startswith("Changed._compute_loss: CARE relies on parameters (model, inputs)")
-    assert "(model, inputs, scale)" in problems[0]
+    assert problems[0].startswith(
+        "Changed._calculate_rewards: CARE relies on parameters (inputs, prompts, completions, completion_ids_list)")
+    assert "(inputs, prompts, completions, completion_ids_list, scale)" in problems[0]
+
+
+def test_a_new_parameter_of_a_method_only_trl_calls_is_no_problem():
+    class Wider(GRPOTrainer):
+        def _compute_loss(self, model, inputs, scale):
+            return inputs["tool_mask"], inputs["completion_mask"], inputs["advantages"], \
+                inputs["num_items_in_batch"], inputs["ref_per_token_logps"], inputs["old_per_token_logps"]
+
+    assert surface_problems(Wider) == []
 
 
 def test_a_dropped_forward_keyword_and_a_new_required_parameter_are_reported():
@@ -67,7 +79,8 @@ def test_missing_methods_attributes_and_config_fields_are_reported_by_name():
         steps_per_generation = 1
 
     problems = surface_problems(Bare, BareConfig)
-    assert any(p.startswith("Bare._compute_loss: missing (CARE overrides it") for p in problems)
+    assert any(p.startswith("Bare._compute_loss: missing (CARE relies on it") for p in problems)
+    assert any(p.startswith("Bare._calculate_rewards: missing (CARE overrides it") for p in problems)
     assert any(p.startswith("Bare._tokenize_prompts: missing (CARE calls it") for p in problems)
     assert not any(p.startswith("Bare._generate:") for p in problems)
     assert any(p.startswith("self.reward_weights: Bare no longer sets it") for p in problems)
@@ -76,38 +89,55 @@ def test_missing_methods_attributes_and_config_fields_are_reported_by_name():
     assert not any(p.startswith("args.steps_per_generation") for p in problems)
 
 
+def _trainer_attributes(source: Path, is_trainer) -> tuple[set[str], set[str], set[str]]:
+    """(attributes read, attributes assigned, args fields read) on the trainer in `source`."""
+    read, assigned, args_read = set(), set(), set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if not isinstance(node, ast.Attribute):
+            continue
+        if is_trainer(node.value):
+            (assigned if isinstance(node.ctx, ast.Store) else read).add(node.attr)
+        elif isinstance(node.value, ast.Attribute) and node.value.attr == "args" and is_trainer(node.value.value):
+            args_read.add(node.attr)
+    return read, assigned, args_read
+
+
+def _is_self(node) -> bool:
+    return isinstance(node, ast.Name) and node.id == "self"
+
+
+def _is_handed_trainer(node) -> bool:
+    return (isinstance(node, ast.Name) and node.id == "trainer") or \
+        (isinstance(node, ast.Attribute) and node.attr == "trainer" and _is_self(node.value))
+
+
 def test_every_trl_internal_the_trainer_touches_is_stated():
-    """Our overrides match the stated signatures; every inherited self.X / self.args.X we read is listed."""
+    """Our overrides match the stated signatures; every inherited trainer.X / trainer.args.X we use is listed."""
     stated_methods = {m.name: m for m in trl_surface.METHODS}
     for name, member in vars(CareGRPOTrainer).items():
         if callable(member) and name.startswith("_") and not name.startswith("__") and hasattr(GRPOTrainer, name):
             assert stated_methods.get(name) and stated_methods[name].overridden, f"override {name} is not stated"
-    from care.trainer.repair import ReflectionResampler
-    for klass in (CareGRPOTrainer, ReflectionResampler):
-        for name, member in vars(klass).items():
-            if name in stated_methods and stated_methods[name].overridden:
-                ours = tuple(inspect.signature(member).parameters)[1:]
-                stated = stated_methods[name].parameters
-                assert ours[: len(stated)] == stated, f"{klass.__name__}.{name} takes {ours}, stated {stated}"
+        if name in stated_methods and stated_methods[name].overridden:
+            ours = tuple(inspect.signature(member).parameters)[1:]
+            stated = stated_methods[name].parameters
+            assert ours[: len(stated)] == stated, f"CareGRPOTrainer.{name} takes {ours}, stated {stated}"
 
-    ours = {name for klass in (CareGRPOTrainer, ReflectionResampler) for name in vars(klass)}
-    ours |= set(ReflectionResampler.__annotations__)
-    read, assigned, args_read = set(), set(), set()
-    for source in TRAINER_SOURCES:
-        for node in ast.walk(ast.parse(source.read_text())):
-            if not isinstance(node, ast.Attribute) or not isinstance(node.value, (ast.Name, ast.Attribute)):
-                continue
-            if isinstance(node.value, ast.Name) and node.value.id == "self":
-                (assigned if isinstance(node.ctx, ast.Store) else read).add(node.attr)
-            elif isinstance(node.value, ast.Attribute) and node.value.attr == "args" \
-                    and isinstance(node.value.value, ast.Name) and node.value.value.id == "self":
-                args_read.add(node.attr)
-    inherited = read - assigned - ours
+    read, assigned, args_read = _trainer_attributes(TRAINER_SOURCE, _is_self)
+    ours = set(vars(CareGRPOTrainer)) | assigned  # what the trainer class itself defines
+    for source in COLLABORATOR_SOURCES:
+        handed_read, handed_assigned, handed_args = _trainer_attributes(source, _is_handed_trainer)
+        read |= handed_read | handed_assigned  # a collaborator setting a TRL attribute relies on it too
+        args_read |= handed_args
+    inherited = read - ours
     stated = set(stated_methods) | {a.name for a in trl_surface.ATTRIBUTES} | {"args"}
-    assert inherited - stated == set(), "TRL attributes read but not stated in care/trainer/trl_surface.py"
+    assert inherited - stated == set(), "TRL attributes used but not stated in care/trainer/trl_surface.py"
     assert args_read - {f.name for f in trl_surface.CONFIG_FIELDS} == set()
     assert all(hasattr(GRPOConfig, f.name) or f.name in GRPOConfig.__dataclass_fields__
                for f in trl_surface.CONFIG_FIELDS)
+    # and the list holds nothing we no longer use (the resume overrides live in care/checkpoints.py)
+    resume_only = {"optimizer", "lr_scheduler", "is_fsdp_enabled", "is_deepspeed_enabled", "world_size", "device"}
+    unused = {a.name for a in (*trl_surface.ATTRIBUTES, *trl_surface.CONFIG_FIELDS)} - read - args_read - resume_only
+    assert unused == set(), f"stated in care/trainer/trl_surface.py but no longer used: {sorted(unused)}"
 
 
 def test_the_loss_view_folds_cares_mask_into_a_copy_and_keeps_trls_tool_mask():

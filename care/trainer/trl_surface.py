@@ -10,9 +10,10 @@ silently wrong. (One internal is the model's, not TRL's: the feature hook sits o
 public keyword arguments (care/trainer/build.py) need no entry: GRPOConfig rejects unknown ones.
 
 It also holds the one seam where CARE's own loss mask meets TRL's: CARE keeps the tokens it
-trains in `LOSS_MASK` (RGR repair contexts and rollouts outside the subgroup are 0), and
-`loss_inputs` folds it into the `tool_mask` that TRL's `_compute_loss` multiplies into its
-loss mask, on a copy of the batch, so TRL's own `tool_mask` keeps its meaning.
+trains in `LOSS_MASK` (RGR repair contexts and rollouts outside the subgroup are 0), and the
+step's last act, `loss_inputs`, folds it into the `tool_mask` that TRL's `_compute_loss`
+multiplies into its loss mask (nothing else in TRL reads `tool_mask` after generation), so TRL's
+loss trains CARE's tokens without an override of it.
 """
 
 from __future__ import annotations
@@ -47,11 +48,12 @@ def loss_inputs(batch: dict) -> dict:
 
 @dataclass(frozen=True)
 class Method:
-    """A method of GRPOTrainer (or transformers.Trainer) we override or call.
+    """A method of GRPOTrainer (or transformers.Trainer) we override, call, or rely on TRL calling.
 
     `parameters`: the leading parameters (after self) we rely on, in order. `exact`: our override
-    takes exactly these, so TRL may pass no other. `keywords`: parameters we pass by name.
-    `reads`: batch keys (string literals) the method's body must still mention.
+    takes exactly these, so TRL may pass no other. `called`: CARE calls it (so a new required
+    parameter breaks us). `keywords`: parameters we pass by name. `reads`: batch keys (string
+    literals) the method's body must still mention.
     """
 
     name: str
@@ -59,6 +61,7 @@ class Method:
     why: str
     overridden: bool = False
     exact: bool = False
+    called: bool = True
     keywords: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
 
@@ -71,28 +74,38 @@ class Attribute:
     why: str
 
 
-FORWARD_KEYWORDS = ("batch_size", "compute_entropy", "pixel_values", "image_grid_thw", "num_images",
-                    "pixel_attention_mask", "spatial_shapes", "num_tiles", "image_sizes", "token_type_ids",
-                    "mm_token_type_ids", "image_position_ids")
+# the multimodal inputs of a generation batch that TRL's forward helper takes by keyword
+MULTIMODAL_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
+                   "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
+FORWARD_KEYWORDS = ("batch_size", "compute_entropy", *MULTIMODAL_KEYS)
+
+
+def forward_kwargs(batch: dict) -> dict:
+    """The multimodal inputs TRL's forward helper takes, from a generation batch."""
+    return {key: batch.get(key) for key in MULTIMODAL_KEYS}
+
 
 METHODS = (
     Method("_generate_and_score_completions", ("inputs",), overridden=True, exact=True,
-           why="CARE's step runs on its output batch (features, subgroups, RGR, advantages) before TRL shuffles it",
+           why="in training it hands the rows to CareStep.run, which calls TRL's own (rollouts, rewards, "
+               "old and reference log-probs) and edits its output batch before TRL shuffles it",
            reads=("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages",
                   "num_items_in_batch", "old_per_token_logps", "ref_per_token_logps", "sampling_per_token_logps",
                   "importance_sampling_ratio", "tool_mask")),
     Method("_calculate_rewards", ("inputs", "prompts", "completions", "completion_ids_list"), overridden=True,
-           exact=True, why="keeps the gathered per-function rewards for the objective; RGR re-scores repairs with it"),
-    Method("_compute_loss", ("model", "inputs"), overridden=True, exact=True,
-           why="folds LOSS_MASK into tool_mask; the deferred objective runs inside its policy forward",
-           reads=("tool_mask", "completion_mask", "advantages", "num_items_in_batch", "ref_per_token_logps",
-                  "old_per_token_logps")),
+           exact=True, why="records the gathered per-function rewards for the step; RGR re-scores repairs with it"),
+    Method("_generate", ("prompts",), overridden=True, exact=True,
+           why="records the prompts as TRL prepared them (multimodal messages); RGR decodes repairs under them"),
     Method("_get_per_token_logps_and_entropies", ("model", "input_ids", "attention_mask", "logits_to_keep"),
            overridden=True, keywords=FORWARD_KEYWORDS,
-           why="the forward hook pools think-span hidden states; it must call the model once per batch_size "
-               "chunk of rows, in order"),
-    Method("_generate", ("prompts",), overridden=True, exact=True,
-           why="RGR keeps the prepared (multimodal) prompts to decode repairs under them"),
+           why="CARE's features are read from its old-log-prob call by a hook on the final norm (the first call "
+               "in _generate_and_score_completions); it must call the model once per batch_size chunk of rows, "
+               "in order; CARE's own features forward and RGR's re-score call it too"),
+    Method("_compute_loss", ("model", "inputs"), overridden=False, called=False,
+           why="TRL's loss reads CARE's loss mask through tool_mask (loss_inputs), CARE's per-token advantages "
+               "and token normaliser, and the log-probs RGR recomputes for spliced rows",
+           reads=("tool_mask", "completion_mask", "advantages", "num_items_in_batch", "ref_per_token_logps",
+                  "old_per_token_logps")),
     Method("_load_optimizer_and_scheduler", ("checkpoint",), overridden=True, exact=True,
            why="multi-process CPU (gloo) resume maps optimizer state to 'cpu', not 'cpu:0'"),
     Method("_load_from_checkpoint", ("resume_from_checkpoint", "model"), overridden=True, exact=True,
@@ -109,19 +122,15 @@ ATTRIBUTES = (
     Attribute("num_generations", "group size G"),
     Attribute("reward_weights", "weighted total reward per rollout, as TRL weighs it"),
     Attribute("eos_token_ids", "an empty repair decode still ends with EOS"),
-    Attribute("use_vllm", "which generation path RGR reconfigures; defer_objective needs HF generation"),
+    Attribute("use_vllm", "which generation path RGR reconfigures; whether TRL runs an old-log-prob forward"),
     Attribute("vllm_generation", "RGR sets its temperature, top_p and max_completion_length for one decode"),
     Attribute("vllm_importance_sampling_correction", "whether TRL runs an old-log-prob forward"),
     Attribute("generation_config", "RGR's sampling settings on the HF path"),
     Attribute("generation_kwargs", "RGR's sampling settings on the HF path"),
-    Attribute("tools", "defer_objective is off with tools"),
-    Attribute("num_iterations", "defer_objective / whether TRL computes old log-probs"),
-    Attribute("loss_type", "defer_objective needs the token-level 'dapo' normaliser"),
-    Attribute("top_entropy_quantile", "defer_objective: no entropy mask"),
-    Attribute("off_policy_mask_threshold", "defer_objective: no off-policy mask"),
+    Attribute("num_iterations", "whether TRL runs an old-log-prob forward"),
     Attribute("ref_model", "RGR rescores reference log-probs of spliced rows"),
     Attribute("accelerator", "gather, process index, unwrap_model"),
-    Attribute("model", "the policy; its decoder's final norm carries the forward hook"),
+    Attribute("model", "the policy; its decoder's final norm carries the feature hook"),
     Attribute("state", "global_step seeds sampling and subgroup tie-breaks"),
     Attribute("optimizer", "CPU multi-process resume"),
     Attribute("lr_scheduler", "CPU multi-process resume"),
@@ -130,9 +139,9 @@ ATTRIBUTES = (
 )
 
 CONFIG_FIELDS = (
-    Attribute("steps_per_generation", "defer_objective / whether TRL computes old log-probs"),
-    Attribute("gradient_accumulation_steps", "whether TRL computes old log-probs"),
-    Attribute("per_device_train_batch_size", "chunk size of the extra feature forward"),
+    Attribute("steps_per_generation", "whether TRL runs an old-log-prob forward"),
+    Attribute("gradient_accumulation_steps", "whether TRL runs an old-log-prob forward"),
+    Attribute("per_device_train_batch_size", "chunk size of CARE's own features forward"),
     Attribute("world_size", "CPU multi-process resume"),
     Attribute("device", "CPU multi-process resume"),
 )
@@ -191,7 +200,8 @@ def _method_problems(trainer_class: type, method: Method) -> list[str]:
     where = f"{trainer_class.__name__}.{method.name}"
     function = getattr(trainer_class, method.name, None)
     if not callable(function):
-        return [f"{where}: missing (CARE {'overrides' if method.overridden else 'calls'} it: {method.why})"]
+        role = "overrides" if method.overridden else "calls" if method.called else "relies on"
+        return [f"{where}: missing (CARE {role} it: {method.why})"]
     parameters = list(inspect.signature(function).parameters.values())[1:]  # drop self
     named = [p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     installed = tuple(p.name for p in named)
@@ -204,7 +214,7 @@ def _method_problems(trainer_class: type, method: Method) -> list[str]:
     if missing:
         problems.append(f"{where}: no longer takes {', '.join(missing)} — {method.why}")
     required = [p.name for p in named[len(wanted):] if p.default is p.empty and p.name not in method.keywords]
-    if required and not method.exact:
+    if required and method.called and not method.exact:
         problems.append(f"{where}: now requires {', '.join(required)}, which CARE does not pass — {method.why}")
     literals = _string_literals(function)
     unread = [key for key in method.reads if key not in literals]
