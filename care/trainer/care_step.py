@@ -134,12 +134,12 @@ class CareStep:
             outcome, repair_reward = repairs.outcome, repairs.reward
             spans = self.span_finder.find(batch["completion_ids"], batch["completion_mask"])
 
-        # 6. advantages, and the signal metrics logged on them (spec section 8)
+        # 6. advantages, and the signal metrics logged on them (docs/method.md §8)
         result = score_subgroups(selection, rewards.view(-1, group), cfg, outcome, repair_reward)
         self.last_objective = result
         self.log_signal(signal_metrics(result, correct.view(-1, group), think_len=think_all, k_hist=cfg.k))
 
-        # 7. token credit, on this process's rows; rollouts outside the subgroup leave the loss (spec section 3)
+        # 7. token credit, on this process's rows; rollouts outside the subgroup leave the loss (docs/method.md §3)
         completion_mask = batch["completion_mask"]
         local = self.process_slice(completion_mask.size(0))
         advantages, in_subgroup, positive = (

@@ -1,4 +1,4 @@
-"""CARE's features of each rollout, read from one old-policy forward (spec section 2).
+"""CARE's features of each rollout, read from one old-policy forward (docs/method.md §2).
 
 Hard negatives are picked by cosine distance between rollouts' last hidden states, mean-pooled
 over each think span; the anchor rules may also rank by summed log-probs. Both come from one
@@ -41,7 +41,7 @@ class FeatureReader:
         """
         completion_mask = attention_mask[:, -logits_to_keep:]
         spans = self.span_finder.find(input_ids[:, -logits_to_keep:], completion_mask)
-        # pool over the think span; a rollout without one pools over its whole response (spec section 2)
+        # pool over the think span; a rollout without one pools over its whole response (docs/method.md §2)
         has_think = spans.think.any(dim=1, keepdim=True)
         weights = torch.where(has_think, spans.think, completion_mask.bool()).float()
         pooled: list[torch.Tensor] = []

@@ -1,4 +1,4 @@
-"""Reflection-Guided Resampling (spec section 7): one repair per group, spliced into the batch.
+"""Reflection-Guided Resampling (docs/method.md §7): one repair per group, spliced into the batch.
 
 `ReflectionResampler.repair` runs between subgroup selection and scoring (step 5 of
 care.trainer.care_step). Each group with an anchor and a hard negative gets one repair of its
