@@ -208,6 +208,7 @@ def sft_trainer(cfg: Config, train_records, backbone_dir: str, cache_dir: Path, 
     from trl import SFTConfig, SFTTrainer
 
     from care.checkpoints import ResumableTrainer, resume_point
+    from care.console import SFT_FIELDS, quiet_trainer
     from care.distributed import is_main_process, world_size
     from care.sharding import ShardingCheck, save_whole_model
     from care.trainer.build import device_args, parallel_args
@@ -234,8 +235,8 @@ def sft_trainer(cfg: Config, train_records, backbone_dir: str, cache_dir: Path, 
         dataloader_num_workers=0, disable_tqdm=True, **parallel_args(cfg),
     )
     sharding_check = ShardingCheck(cfg.parallel.strategy, world_size(), cfg.parallel.activation_checkpointing)
-    trainer = ColdStartTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                               callbacks=[sharding_check])
+    trainer = quiet_trainer(ColdStartTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                                             callbacks=[sharding_check]), "cold start", SFT_FIELDS)
     if cs.name == "synthetic" and cs.reflection_loss == "after_cue":  # else TRL's collator trains the whole completion
         trainer.data_collator = mask_after_cue(trainer.data_collator, processor.tokenizer, CUE_TEMPLATES["structured"])
     resume_from = resume_point(checkpoints)  # rank 0 picks; every rank resumes the same one

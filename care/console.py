@@ -21,6 +21,7 @@ RULE = "─" * 8
 STEP_FIELDS = (("reward", "train/reward", "{:.3f}"), ("acc", "train/accuracy", "{:.3f}"),
                ("kl", "train/kl", "{:.3f}"), ("zero-signal", "signal/zero_signal_groups", "{:.2f}"),
                ("repair", "rgr/repair_rate", "{:.2f}"))
+SFT_FIELDS = (("loss", "train/loss", "{:.4f}"), ("token-acc", "train/mean_token_accuracy", "{:.3f}"))
 
 
 def speaks() -> bool:
@@ -47,10 +48,10 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def step_line(step: int, total: int, logs: dict, seconds_per_step: float | None) -> str:
+def step_line(step: int, total: int, logs: dict, seconds_per_step: float | None, fields=STEP_FIELDS) -> str:
     """`step 12/60 | reward 0.412 | acc 0.375 | kl 0.021 | zero-signal 0.25 | 3.1 s/step | ETA 2m26s`."""
     parts = [f"step {step}/{total}"]
-    for label, key, form in STEP_FIELDS:
+    for label, key, form in fields:
         value = logs.get(key)
         if isinstance(value, (int, float)) and math.isfinite(value):
             parts.append(f"{label} {form.format(value)}")
@@ -112,3 +113,54 @@ def score_table(before: dict, after: dict, macro_of: list[str] | None = None) ->
         change = f"{new - old:+6.1f}" if isinstance(old, (int, float)) and isinstance(new, (int, float)) else f"{'':>6}"
         lines.append(f"{name:<{width}}  {cell(old)}  {cell(new)}  {change}")
     return "\n".join(lines)
+
+
+def quiet_trainer(trainer, title: str, fields=STEP_FIELDS):
+    """Give a transformers Trainer this console: one step line per log (not the 50-key dict transformers'
+    PrinterCallback prints), and a progress bar over its steps on a terminal."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(StepConsole(title, fields))
+    return trainer
+
+
+def _step_console_base():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class StepConsole(_step_console_base()):
+    """A Trainer callback: `step_line` at each log, a `Progress` bar over the steps on a terminal."""
+
+    def __init__(self, title: str, fields=STEP_FIELDS):
+        self.title, self.fields = title, fields
+        self.progress = None
+        self.started, self.first_step = time.monotonic(), 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started, self.first_step = time.monotonic(), state.global_step
+        if on_terminal():
+            self.progress = Progress(state.max_steps - state.global_step, self.title, unit="step")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.update()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "train_runtime" in logs or not speaks():  # the end-of-training summary is not a step
+            return
+        named = {(key if "/" in key else f"train/{key}"): value for key, value in logs.items()}
+        done = state.global_step - self.first_step
+        per_step = (time.monotonic() - self.started) / done if done > 0 else None
+        line = step_line(state.global_step, state.max_steps, named, per_step, self.fields)
+        if self.progress is not None and self.progress.bar is not None:
+            self.progress.bar.write(f"{self.title}: {line}")
+        else:
+            log.info("%s: %s", self.title, line)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.close()

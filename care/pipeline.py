@@ -155,6 +155,7 @@ def _reinforce(cfg: Config, files: RunFiles, mirror: WandbMirror, train_records,
 
     from care.atomic import replace_directory, writing
     from care.checkpoints import resume_point
+    from care.console import quiet_trainer
     from care.data.schema import to_prompt_row
     from care.distributed import free_accelerator_memory, wait_for_everyone
     from care.models import load_processor
@@ -165,8 +166,8 @@ def _reinforce(cfg: Config, files: RunFiles, mirror: WandbMirror, train_records,
     processor = load_processor(policy_dir, cfg.backbone.family, cfg.backbone.min_pixels, cfg.backbone.max_pixels)
     dataset = Dataset.from_list([to_prompt_row(r) for r in train_records])
     checkpoints = files.dir / "checkpoints"
-    trainer = build_trainer(cfg, policy_dir, processor, dataset, checkpoints,
-                            callbacks=[MetricsCallback(files, mirror)])
+    trainer = quiet_trainer(build_trainer(cfg, policy_dir, processor, dataset, checkpoints,
+                                          callbacks=[MetricsCallback(files, mirror)]), "RL")
     resume_from = resume_point(checkpoints)  # rank 0 chooses, every rank resumes the same one
     # requeued, preempted or re-issued: continue from the newest checkpoint, or start over if the
     # attempt before died ahead of its first one; either way no step is logged twice

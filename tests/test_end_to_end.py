@@ -71,3 +71,20 @@ def test_a_fake_run_has_exactly_the_keys_of_a_real_one(tiny_run, tmp_path):
                   for d in (run_dir, fake_dir))
     assert set().union(*fake) == set().union(*real)
     assert [sorted(row) for row in fake] == [sorted(row) for row in real]  # every row logs every key
+
+
+def test_the_log_reads_as_the_run(tiny_run):
+    """A header per phase saying what it does, one short line per RL step (not TRL's 50-key dicts), and
+    the before/after table at the end; run.log holds what the console showed."""
+    run_dir, result = tiny_run
+    log = (run_dir / "run.log").read_text()
+    headers = [line.split("──────── ", 1)[1] for line in log.splitlines() if "──────── " in line]
+    assert [h.split(":")[0] for h in headers] == ["1/5 cold start", "2/5 before RL", "3/5 RL", "4/5 after RL",
+                                                 "5/5 final"]
+    assert "building synthetic" in headers[0] or "reusing synthetic" in headers[0]
+    steps = [line for line in log.splitlines() if "RL: step " in line]
+    assert len(steps) == 3 and all(" | reward " in s and " | kl " in s and "ETA" in s for s in steps)
+    assert "RL: step 3/3" in steps[-1]
+    assert "{'loss'" not in result.stdout + result.stderr + log  # transformers' PrinterCallback dicts are gone
+    table = log[log.index("benchmark  before   after  change"):].splitlines()
+    assert table[1].startswith("synthetic") and table[2].startswith("macro")
