@@ -110,6 +110,12 @@ MIX_CHARTQA_EXTRA = [{"image": picture(150 + i), "query": f"What is the value of
 OVERLONG_QUESTION = ("The chart lists, region by region and year by year, the values that the survey recorded; "
                      "read every entry before answering. ") * 160 + "What is the largest value?"
 MIX_CHARTQA_OVERLONG = {"image": picture(170), "query": OVERLONG_QUESTION, "label": ["95"], "human_or_machine": 0}
+# ChartQA's val split (the release's "data/val-*.parquet"): 5 human-written + 3 machine-augmented questions, so
+# the default data.chartqa_subset=human over data.chartqa_splits=[train,val] keeps 8 + 5 = 13 ChartQA rows, as
+# many as the train split alone held before the key existed (the toy run's counts stay put).
+MIX_CHARTQA_VAL = [{"image": picture(180 + i), "query": f"What was the share in year {2010 + i}?",
+                    "label": [str(20 + 3 * i)], "human_or_machine": int(i >= 5)}
+                   for i in range(8)]
 
 
 def mix_virl39k_extra(folder: Path) -> list[dict]:
@@ -277,12 +283,14 @@ def main() -> None:
     write_parquet(ROOT / "virl39k/39Krelease.parquet", virl39k_rows(ROOT / "virl39k"), VIRL39K)
 
     # care_mix: one copy per component; ViRL39K's "virl-dup-5" repeats Geometry3K's first row, and one
-    # ChartQA question is over-long (12 + 13 + 10 rows: 34 after dedupe, 33 after the length filter).
+    # ChartQA question is over-long. ChartQA: train 8 human + 5 machine rows, val 5 human + 3 machine; the
+    # default human subset of train + val reads 12 + 13 + 10 rows: 34 after dedupe, 33 after the length filter.
     mix = ROOT / "care_mix"
     write_parquet(mix / "geometry3k/data/train-00000-of-00001.parquet", GEOMETRY3K_ROWS[:2] + MIX_GEOMETRY3K_EXTRA,
                   GEOMETRY3K)
     write_parquet(mix / "chartqa/data/train-00000-of-00001.parquet",
                   CHARTQA_ROWS[:2] + MIX_CHARTQA_EXTRA + [MIX_CHARTQA_OVERLONG], CHARTQA)
+    write_parquet(mix / "chartqa/data/val-00000-of-00001.parquet", MIX_CHARTQA_VAL, CHARTQA)
     mix_virl = [r for r in virl39k_rows(mix / "virl39k") if r["qid"] in ("virl-mc-1", "virl-dup-5")]
     for unused in (mix / "virl39k/images").iterdir():
         if not any(unused.name in path for row in mix_virl for path in row["image"]):
