@@ -15,6 +15,9 @@ FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 DTYPES = ("float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 DATASETS = ("synthetic", "geometry3k", "chartqa", "virl39k", "care_mix")  # care.data.training
+# ChartQA's questions by its human_or_machine column: human-written (0), machine-augmented (1), or both
+CHARTQA_SUBSETS = ("human", "augmented", "all")
+CHARTQA_SPLITS = ("train", "val", "test")  # HuggingFaceM4/ChartQA's splits (data/<split>-*.parquet)
 EXTRACTION_RULES = ("strict", "lenient")  # care.verifiers.extraction
 TASKS = ("train", "eval", "plan")  # plan: print each job's shape and cost (care.plan), run nothing
 BENCHMARKS = ("synthetic", "mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision")
@@ -138,9 +141,22 @@ class DataConfig:
     allow_fewer: bool = False  # train on what is left when fewer than data.train_size prompts remain
     max_dropped_fraction: float = 0.0  # bad rows that may be dropped (counted per reason); 0: any fails the run
     max_overlong_fraction: float = 0.05  # prompts over rl.max_prompt_length that may be filtered out
+    # Which ChartQA rows train (data=chartqa, and ChartQA's part of care_mix): the human-written questions of
+    # train + val reproduce the paper's ~49.3K with the other two sets (49,329; all of train: 69,270). The
+    # paper does not say; README's data paragraph and docs/method.md §10 give the figures.
+    chartqa_subset: str = "human"
+    chartqa_splits: list[str] = field(default_factory=lambda: ["train", "val"])
 
     def __post_init__(self) -> None:
         check_choice("data.name", self.name, DATASETS)
+        check_choice("data.chartqa_subset", self.chartqa_subset, CHARTQA_SUBSETS)
+        if not self.chartqa_splits:
+            raise ValueError(f"data.chartqa_splits is empty; list one or more of {', '.join(CHARTQA_SPLITS)}")
+        for split in self.chartqa_splits:
+            check_choice("data.chartqa_splits", split, CHARTQA_SPLITS)
+        if len(set(self.chartqa_splits)) < len(self.chartqa_splits):
+            raise ValueError(f"data.chartqa_splits={list(self.chartqa_splits)} names a split twice; "
+                             "its rows would be read twice")
         if self.train_size is not None:
             check_range("data.train_size", self.train_size, 1)
         if self.max_train_size is not None:

@@ -124,6 +124,7 @@ def training_data_problems(cfg: Config) -> list[str]:
         return []
     from care.data.adapters import get_spec
     from care.data.loading import load_records
+    from care.data.training import selections
 
     data, problems = cfg.data, []
     root = Path(data.path).expanduser() if data.path else None
@@ -134,7 +135,7 @@ def training_data_problems(cfg: Config) -> list[str]:
         parts = [(name, root / name if root else None) for name in components] or [(data.name, root)]
     for name, path in parts:
         try:
-            load_records(name, path=path, limit=1)
+            load_records(name, path=path, limit=1, selections=selections(data))  # finds every split asked for
         except (ValueError, OSError) as err:  # DatasetUnavailable, MalformedRow, an image that does not open
             problems.append(f"data={data.name}: {err}")
     return problems

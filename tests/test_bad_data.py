@@ -262,7 +262,9 @@ def processor(cache_dir):
 
 
 def chartqa_config(cache_dir, folder: Path, **data) -> Config:
-    fields = {"name": "chartqa", "path": str(folder), "train_size": None, "eval_size": 2, **data}
+    # chartqa_jsonl's copies are one train.jsonl without human_or_machine: read it whole
+    fields = {"name": "chartqa", "path": str(folder), "train_size": None, "eval_size": 2, "chartqa_splits": ["train"],
+              "chartqa_subset": "all", **data}
     return Config(cache_dir=str(cache_dir), data=DataConfig(**fields))
 
 

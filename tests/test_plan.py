@@ -331,10 +331,34 @@ def test_training_state_estimate_matches_torch_on_the_tiny_backbone(family):
 
 def test_a_plan_over_real_data_needs_no_data_and_counts_the_mix():
     """data=care_mix trains on everything (train_size unset): the plan takes the mix's ~49.3K prompts
-    minus the hold-out, without loading it; the recipe's 384 updates of 128 prompts are one epoch."""
+    (Geometry3K 2,101 + ViRL39K 38,870 + ChartQA's human-written train + val 8,358) minus the hold-out,
+    without loading it; the recipe's 384 updates of 128 prompts are one epoch."""
     job = plan_job(composed("backbone=qwen2_5_vl_7b", "data=care_mix"), 8)
-    assert job["train_prompts"] == 49_300 - 256
+    assert job["train_prompts"] == 49_329 - 256
     assert job["optimizer_steps_per_epoch"] == 384 and job["epochs"] == 1.0
+
+
+@pytest.mark.parametrize(("overrides", "rows"), [
+    ((), 49_329),  # the default: human-written train + val (issue 25's count after dedupe)
+    (("data.chartqa_splits=[train]",), 48_369),  # human train alone (issue 25)
+    (("data.chartqa_subset=all", "data.chartqa_splits=[train]"), 69_270),  # the three train splits whole (issue 25)
+    (("data.chartqa_subset=augmented",), 2_101 + 38_870 + 20_901 + 960),  # derived: 28,299 - 7,398 and 1,920 - 960
+    (("data.chartqa_subset=all",), 69_270 + 1_920),
+])
+def test_the_plans_prompt_count_follows_the_chartqa_key(overrides, rows):
+    job = plan_job(composed("backbone=qwen2_5_vl_7b", "data=care_mix", *overrides), 8)
+    assert job["train_prompts"] == rows - 256
+    alone = plan_job(composed("backbone=qwen2_5_vl_7b", "data=chartqa", *overrides), 8)
+    assert alone["train_prompts"] == rows - 2_101 - 38_870 - 256
+
+
+def test_a_bad_chartqa_key_fails_at_composition_naming_the_accepted_values():
+    with pytest.raises(Exception, match="data.chartqa_subset='machine' is not accepted; choose one of human, "
+                                        "augmented, all"):
+        composed("data=care_mix", "data.chartqa_subset=machine")
+    with pytest.raises(Exception, match="data.chartqa_splits='validation' is not accepted; choose one of train, val, "
+                                        "test"):
+        composed("data=care_mix", "data.chartqa_splits=[train,validation]")
 
 
 def test_gpu_calibrate_runs_on_a_cpu(tmp_path):

@@ -108,6 +108,12 @@ def test_each_missing_component_of_the_training_data_is_named(tmp_path):
     assert f"data.path='{mix / 'virl39k'}' does not exist" in message
 
 
+def test_a_chartqa_split_the_key_asks_for_and_the_copy_lacks_is_named(tmp_path):
+    """The cheap check reads one row, but finds every split data.chartqa_splits asks for first."""
+    with pytest.raises(ValueError, match=r"data.chartqa_splits=\['train', 'val'\] asks for the 'val' split"):
+        preflight(compose_cfg("data=chartqa", f"data.path={FIXTURES / 'chartqa'}", "cold_start=none"))
+
+
 def test_the_expensive_data_check_waits_for_the_cheap_ones(tmp_path):
     """rl.max_prompt_length=8 drops every prompt, but only prepare() can tell: a cheap problem stops first."""
     with pytest.raises(FileNotFoundError) as err:

@@ -84,6 +84,10 @@ def test_data_counts_reach_final_and_run_json(mix_run):
     data = final["data"]
     assert (data["loaded"], data["duplicates_removed"], data["filtered_overlong"]) == (35, 1, 1)
     assert (data["held_out"], data["train"]) == (16, 17)  # scale=toy holds out 16; its cap of 48 caps nothing
+    # ChartQA's human-written rows of train (8) + val (5), the default data.chartqa_subset/_splits; its 8
+    # machine-augmented rows are counted apart from the loaded ones, and are not bad rows
+    assert data["loaded_by_source"] == {"chartqa": 13, "geometry3k": 12, "virl39k": 10}
+    assert data["subset_filtered"] == {"chartqa": 8}
     assert (data["dropped"], data["escaped"]) == ({}, {})
     assert set(data["train_by_source"]) == {"geometry3k", "chartqa", "virl39k"}
     assert sum(data["train_by_source"].values()) == 17

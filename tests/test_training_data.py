@@ -1,8 +1,10 @@
 """The `data` group's path from files to training prompts: load -> dedupe -> length filter -> seeded
 shuffle -> hold-out -> cap, one prompt builder for training and evaluation, and bad data refused early.
 
-Uses the real-schema care_mix fixture (scripts/make_fixtures.py): 12 Geometry3K + 13 ChartQA + 10 ViRL39K
-rows, one ViRL39K row repeating a Geometry3K one, one ChartQA question far over 2,048 tokens.
+Uses the real-schema care_mix fixture (scripts/make_fixtures.py): 12 Geometry3K + 10 ViRL39K rows, ChartQA's
+train split 8 human-written + 5 machine-augmented rows and its val split 5 + 3 (the default human subset of
+train + val: 13 ChartQA rows, 8 left out), one ViRL39K row repeating a Geometry3K one, one ChartQA question
+far over 2,048 tokens.
 """
 
 import shutil
@@ -12,11 +14,13 @@ from pathlib import Path
 import pytest
 
 from care.config import Config, DataConfig
-from care.data.adapters import DatasetUnavailable
+from care.data.adapters import DatasetUnavailable, Selection
 from care.data.adapters.mix import dedupe_key
+from care.data.loading import load_records
+from care.data.rows import DropReport
 from care.data.schema import render_prompt, to_prompt_row
 from care.data.synthetic import make_splits
-from care.data.training import prompt_token_counts, split_training_data
+from care.data.training import prompt_token_counts, selections, split_training_data
 from care.models import load_processor, resolve_backbone
 
 MIX = Path(__file__).parent / "fixtures" / "care_mix"
@@ -39,7 +43,8 @@ def test_care_mix_counts_every_step(processor, cache_dir):
     assert data.counts == {
         "loaded": 35, "duplicates_removed": 1, "filtered_overlong": 1, "train": 29, "held_out": 4,
         "max_prompt_length": 2048, "train_by_source": data.counts["train_by_source"],
-        "held_out_by_source": data.counts["held_out_by_source"], "dropped": {}, "escaped": {}}
+        "held_out_by_source": data.counts["held_out_by_source"], "dropped": {}, "escaped": {},
+        "loaded_by_source": {"chartqa": 13, "geometry3k": 12, "virl39k": 10}, "subset_filtered": {"chartqa": 8}}
     assert set(data.counts["train_by_source"]) == SOURCES
     assert sum(data.counts["train_by_source"].values()) == 29
     assert sum(data.counts["held_out_by_source"].values()) == 4
@@ -95,6 +100,84 @@ def test_training_and_evaluation_render_one_prompt(processor, cache_dir):
         trained = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         assert trained == render_prompt(processor, record)
         assert "<think>" in trained and "<answer>" in trained and record.question in trained
+
+
+# ---------------------------------------------------------------------------------- ChartQA's subset
+
+
+@pytest.mark.parametrize(("subset", "splits", "chartqa", "filtered"), [
+    ("human", ["train", "val"], 13, 8), ("augmented", ["train", "val"], 8, 13), ("all", ["train", "val"], 21, 0),
+    ("human", ["train"], 8, 5), ("augmented", ["train"], 5, 8), ("all", ["train"], 13, 0),
+])
+def test_the_chartqa_subset_filters_the_fixture_rows(subset, splits, chartqa, filtered):
+    """human_or_machine is 0 (human-written) or 1 (machine-augmented), as in HuggingFaceM4/ChartQA's ClassLabel."""
+    report = DropReport()
+    data = DataConfig(name="chartqa", path=str(MIX / "chartqa"), train_size=None, chartqa_subset=subset,
+                      chartqa_splits=splits)
+    records = load_records("chartqa", path=data.path, report=report, selections=selections(data))
+    assert len(records) == report.rows["chartqa"] == chartqa
+    assert report.filtered["chartqa"] == filtered and report.total_dropped == 0
+    assert {r.meta["split"] for r in records} == set(splits)
+    assert {r.meta["human_or_machine"] for r in records} == {"human": {0}, "augmented": {1}, "all": {0, 1}}[subset]
+    assert len({r.id for r in records}) == chartqa  # ids stay per split and row: "chartqa-val-3"
+
+
+def test_the_subset_is_counted_apart_from_bad_rows(processor, cache_dir):
+    """Rows of another subset are neither loaded nor dropped: care_mix with every ChartQA row trains on 8 more."""
+    data = split_training_data(mix_config(cache_dir, chartqa_subset="all"), processor)
+    assert data.counts["loaded"] == 43 and data.counts["loaded_by_source"]["chartqa"] == 21
+    assert data.counts["subset_filtered"] == {} and data.counts["dropped"] == {}
+    assert data.counts["train"] == 43 - 1 - 1 - 4
+    human = split_training_data(mix_config(cache_dir), processor)
+    assert human.counts["subset_filtered"] == {"chartqa": 8} and human.counts["dropped"] == {}
+    assert all(r.meta["human_or_machine"] == 0 for r in human.train + human.held_out if r.source == "chartqa")
+
+
+def test_a_copy_lacking_a_split_the_key_asks_for_fails_naming_the_key(processor, cache_dir, tmp_path):
+    for component in ("geometry3k", "virl39k"):
+        shutil.copytree(MIX / component, tmp_path / component)
+    shutil.copytree(MIX / "chartqa", tmp_path / "chartqa", ignore=shutil.ignore_patterns("val-*"))
+    with pytest.raises(DatasetUnavailable, match=r"data.chartqa_splits=\['train', 'val'\] asks for the 'val' split; "
+                                                 r"no 'val' split under .*chartqa' \(found train\)\. .*"
+                                                 r"set data.chartqa_splits=\[train\] to train without it"):
+        split_training_data(mix_config(cache_dir, tmp_path), processor)
+    fewer = split_training_data(mix_config(cache_dir, tmp_path, chartqa_splits=["train"]), processor)
+    assert fewer.counts["loaded_by_source"]["chartqa"] == 8 and fewer.counts["subset_filtered"] == {"chartqa": 5}
+
+
+def test_a_single_file_copy_cannot_stand_for_several_splits(tmp_path):
+    file = tmp_path / "rows.parquet"
+    shutil.copy(MIX / "chartqa" / "data" / "train-00000-of-00001.parquet", file)
+    with pytest.raises(DatasetUnavailable, match="asks for the 'train' split; .*is one file, not named after 'train'"):
+        load_records("chartqa", path=file, selections=selections(DataConfig()))
+    assert len(load_records("chartqa", path=file, selections=selections(DataConfig(chartqa_splits=["train"])))) == 8
+
+
+def test_a_row_without_the_subset_column_is_a_bad_row_naming_the_key(tmp_path):
+    import datasets
+
+    rows = datasets.Dataset.from_parquet(str(MIX / "chartqa" / "data" / "train-00000-of-00001.parquet"))
+    rows.remove_columns("human_or_machine").to_parquet(str(tmp_path / "train-00000-of-00001.parquet"))
+    only_train = selections(DataConfig(chartqa_splits=["train"]))
+    with pytest.raises(ValueError, match="column 'human_or_machine' is missing: data.chartqa_subset='human' picks rows "
+                                         "by it .*data.chartqa_subset=all reads every row"):
+        load_records("chartqa", path=tmp_path, selections=only_train)
+    everything = selections(DataConfig(chartqa_splits=["train"], chartqa_subset="all"))
+    assert len(load_records("chartqa", path=tmp_path, selections=everything)) == 13
+
+
+def test_chartqa_keys_are_checked():
+    with pytest.raises(ValueError, match="data.chartqa_subset='machine' is not accepted; choose one of human, "
+                                         "augmented, all"):
+        DataConfig(chartqa_subset="machine")
+    with pytest.raises(ValueError, match="data.chartqa_splits='validation' is not accepted; choose one of train, val, test"):
+        DataConfig(chartqa_splits=["train", "validation"])
+    with pytest.raises(ValueError, match="data.chartqa_splits is empty"):
+        DataConfig(chartqa_splits=[])
+    with pytest.raises(ValueError, match="names a split twice"):
+        DataConfig(chartqa_splits=["train", "train"])
+    assert selections(DataConfig())["chartqa"] == Selection(("train", "val"), "human", "data.chartqa_splits",
+                                                            "data.chartqa_subset")
 
 
 # ------------------------------------------------------------------------------------------ bad data

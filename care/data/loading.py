@@ -1,12 +1,17 @@
 """Load any registered dataset as a list of `Record`s, from a local copy or from the hub.
 
-    load_records(name, split=None, path=None, hub_id=None, limit=None)
+    load_records(name, split=None, path=None, hub_id=None, limit=None, report=None, selections=None)
 
 With `path` (config: `data.path` for training sets, `eval.paths.<name>` for benchmarks) the data is
 read from local files: a single parquet / .arrow / json / jsonl file, a folder of them (searched
 recursively, e.g. a hub snapshot), or a folder written by `datasets.save_to_disk`. Image cells may be
 embedded bytes, PIL images, or paths relative to the data file's folder or any folder above it up to
 `path`. Without `path`, `datasets.load_dataset(hub_id or the spec's id, config, split=split)` is used.
+
+`selections` ({name: Selection}) reads a training set's listed splits instead of `split`, and of a set
+with subsets (ChartQA's human_or_machine) only the chosen subset's rows: the others are counted in the
+report's `filtered`, unchecked, as they are not bad data. A split the selection names must be there: a
+local copy lacking it fails naming the selection's config key, never silently reading less.
 
 Every failure to find or read a dataset raises `DatasetUnavailable` (a FileNotFoundError) naming the
 config key to set and the path or hub id that failed. With HF_HUB_OFFLINE=1 a dataset missing from the
@@ -15,6 +20,7 @@ local cache fails at once, without network retries.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import zipfile
@@ -23,7 +29,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from care.atomic import staged_directory
-from care.data.adapters import DATASET_NAMES, DatasetSpec, DatasetUnavailable, MalformedRow, dedupe, get_spec
+from care.data.adapters import (
+    DATASET_NAMES,
+    DatasetSpec,
+    DatasetUnavailable,
+    MalformedRow,
+    Selection,
+    dedupe,
+    get_spec,
+)
 from care.data.adapters.common import ImageResolver, RowContext, RowProblem
 from care.data.images import ImageProblem, checked_image
 from care.data.rows import DropReport, check_answer, check_text, clean_text
@@ -31,7 +45,8 @@ from care.data.schema import Record
 from care.hashing import digest
 from care.hub import hub_offline, offline_if_requested
 
-__all__ = ["DATASET_NAMES", "DatasetUnavailable", "DropReport", "MalformedRow", "RowProblem", "load_records"]
+__all__ = ["DATASET_NAMES", "DatasetUnavailable", "DropReport", "MalformedRow", "RowProblem", "Selection",
+           "load_records"]
 
 # When one split ships in several formats (MathVerse: testmini.json and testmini.parquet), the first wins.
 FORMAT_PRIORITY = (".parquet", ".arrow", ".jsonl", ".json")
@@ -42,8 +57,9 @@ _PARQUET_BATCH_ROWS = 64
 
 def load_records(name: str, split: str | None = None, path: str | os.PathLike | None = None,
                  hub_id: str | None = None, limit: int | None = None,
-                 report: DropReport | None = None) -> list[Record]:
-    """Records of dataset `name` (see `DATASET_NAMES`); `split` defaults to the spec's usual split.
+                 report: DropReport | None = None, selections: dict[str, Selection] | None = None) -> list[Record]:
+    """Records of dataset `name` (see `DATASET_NAMES`); `split` defaults to the spec's usual split, and
+    `selections[name]` (a union: each component's) overrides it with splits and a subset.
 
     Every row is checked (care.data.rows): without `report` the first bad row raises MalformedRow naming
     its file, row and column (benchmarks: a dropped row would change the denominator); with one, bad rows
@@ -54,16 +70,30 @@ def load_records(name: str, split: str | None = None, path: str | os.PathLike | 
         raise ValueError(f"limit must be >= 0, got {limit}")
     split = split or spec.default_split
     if spec.components:
-        return _load_mix(spec, split, path, hub_id, limit, report)
-    if path is not None and str(path).strip():
-        rows = _local_rows(spec, split, Path(path).expanduser())
+        return _load_mix(spec, split, path, hub_id, limit, report, selections)
+    selection = (selections or {}).get(spec.name)
+    splits = selection.splits if selection else (split,)
+    if path is not None and str(path).strip():  # every split's files are found before any row is read
+        sources = [_local_rows(spec, s, Path(path).expanduser(), selection) for s in splits]
     else:
-        rows = _hub_rows(spec, split, hub_id or spec.hub_id)
+        sources = [_hub_rows(spec, s, hub_id or spec.hub_id, selection) for s in splits]
     records: list[Record] = []
     if limit == 0:
         return records
+    keep = _subset_filter(spec, selection)
     escapes: Counter[str] = Counter()
-    for row, ctx in rows:
+    for row, ctx in itertools.chain.from_iterable(sources):
+        try:
+            if keep is not None and not keep(row):
+                if report is not None:
+                    report.filtered[spec.name] += 1
+                continue
+        except RowProblem as problem:
+            if report is None:
+                raise problem.located(f"{spec.name}: {ctx.where}") from None
+            report.rows[spec.name] += 1
+            report.drop(spec.name, problem, ctx.where)
+            continue
         if report is not None:
             report.rows[spec.name] += 1
         try:
@@ -78,6 +108,35 @@ def load_records(name: str, split: str | None = None, path: str | os.PathLike | 
         for reason, n in escapes.items():
             report.escape(spec.name, reason, n)
     return _with_unique_ids(records)
+
+
+def _subset_filter(spec: DatasetSpec, selection: Selection | None):
+    """None (keep every row), or a test: does this raw row belong to the selection's subset? It raises
+    RowProblem for a row whose subset column is missing or holds a value of no subset."""
+    if selection is None or selection.subset == "all":
+        return None
+    subsets = dict(spec.subsets)
+    if selection.subset not in subsets:
+        raise ValueError(f"{selection.subset_key}={selection.subset!r} is not accepted for {spec.name}; choose one "
+                         f"of {', '.join([*subsets, 'all'])}")
+    wanted = subsets[selection.subset]
+    known = [value for values in subsets.values() for value in values]
+    column = spec.subset_column
+    to_read_all = f"{selection.subset_key}=all reads every row"
+
+    def keep(row) -> bool:
+        if isinstance(row, RowProblem):  # a line that did not parse: its subset is unknown; a bad row
+            raise row
+        if column not in row:
+            raise RowProblem("missing_column", column, f"is missing: {selection.subset_key}={selection.subset!r} "
+                             f"picks rows by it (the row has {sorted(row)}); {to_read_all}")
+        value = row[column]
+        if isinstance(value, bool) or value not in known:
+            raise RowProblem("malformed", column, f"holds {value!r}, which is in no subset of {spec.name} "
+                             f"({', '.join(f'{name}: {values}' for name, values in subsets.items())}); {to_read_all}")
+        return value in wanted
+
+    return keep
 
 
 def _checked(spec: DatasetSpec, row, ctx: RowContext, escapes: Counter) -> Record:
@@ -135,7 +194,7 @@ def _with_unique_ids(records: list[Record]) -> list[Record]:
 
 
 def _load_mix(spec: DatasetSpec, split: str, path, hub_id: str | None, limit: int | None,
-              report: DropReport | None) -> list[Record]:
+              report: DropReport | None, selections: dict[str, Selection] | None) -> list[Record]:
     """care_mix: each component from `path/<component>` (or its own hub id), then `dedupe`."""
     if hub_id:
         raise ValueError(f"{spec.name} is the union of {', '.join(spec.components)} and has no hub id of its "
@@ -154,10 +213,19 @@ def _load_mix(spec: DatasetSpec, split: str, path, hub_id: str | None, limit: in
                     f"{spec.name}: {spec.config_key}={str(path)!r} has no {component!r} entry. Set "
                     f"{spec.config_key} to a folder holding {', '.join(spec.components)} (one local copy each)")
         rows_before = report.rows[component] if report else 0
-        loaded = load_records(component, split, path=component_path, report=report)
+        filtered_before = report.filtered[component] if report else 0
+        loaded = load_records(component, split, path=component_path, report=report, selections=selections)
         if not (report.rows[component] - rows_before if report else len(loaded)):  # strict loads drop nothing
-            raise DatasetUnavailable(f"{spec.name}: the {component} component "
-                                     f"({component_path or get_spec(component).hub_id}) holds no rows; a mix "
+            where = component_path or get_spec(component).hub_id
+            selection = (selections or {}).get(component)
+            filtered = report.filtered[component] - filtered_before if report else 0
+            if selection and selection.subset != "all":
+                raise DatasetUnavailable(f"{spec.name}: the {component} component ({where}) holds no "
+                                         f"{selection.subset_key}={selection.subset!r} rows in "
+                                         f"{selection.splits_key}={list(selection.splits)}"
+                                         f"{f' ({filtered} of other subsets)' if filtered else ''}; a mix without "
+                                         "one of its parts is not the mix")
+            raise DatasetUnavailable(f"{spec.name}: the {component} component ({where}) holds no rows; a mix "
                                      "without one of its parts is not the mix")
         records += loaded
     return dedupe(records)[:limit]
@@ -166,17 +234,24 @@ def _load_mix(spec: DatasetSpec, split: str, path, hub_id: str | None, limit: in
 # ------------------------------------------------------------------------------------------ local files
 
 
-def _local_rows(spec: DatasetSpec, split: str, root: Path) -> Iterator[tuple[dict, RowContext]]:
+def _local_rows(spec: DatasetSpec, split: str, root: Path,
+                selection: Selection | None = None) -> Iterator[tuple[dict, RowContext]]:
+    """The rows of `split` under `root`; the files are found (or DatasetUnavailable raised) at the call,
+    the rows read as the iterator is consumed."""
     hint = (f"Set {spec.config_key} to a local copy of {spec.hub_id} (parquet/arrow/json/jsonl files plus "
             "their images), or unset it to load from the hub.")
     if not root.exists():
         raise DatasetUnavailable(f"{spec.name}: {spec.config_key}={str(root)!r} does not exist. {hint}")
     root = _config_folder(spec, root)
     if _is_saved_dataset(root):
-        yield from _saved_dataset_rows(spec, split, root, hint)
-        return
+        return _saved_dataset_rows(spec, split, root, hint, selection)
+    return _file_rows(spec, split, root, _data_files(spec, split, root, hint, selection), hint)
+
+
+def _file_rows(spec: DatasetSpec, split: str, root: Path, files: list[Path],
+               hint: str) -> Iterator[tuple[dict, RowContext]]:
     index = 0
-    for file in _data_files(spec, split, root, hint):
+    for file in files:
         bases = [file.parent, *[p for p in file.parent.parents if root.is_dir() and p.is_relative_to(root)]]
         resolver = ImageResolver(bases, hint)
         config = file.parent.name if file.parent.name in spec.hub_configs else None
@@ -197,7 +272,7 @@ def _is_saved_dataset(root: Path) -> bool:
     return root.is_dir() and ((root / "state.json").is_file() or (root / "dataset_dict.json").is_file())
 
 
-def _saved_dataset_rows(spec: DatasetSpec, split: str, root: Path, hint: str):
+def _saved_dataset_rows(spec: DatasetSpec, split: str, root: Path, hint: str, selection: Selection | None = None):
     import datasets
 
     try:
@@ -206,35 +281,63 @@ def _saved_dataset_rows(spec: DatasetSpec, split: str, root: Path, hint: str):
         raise DatasetUnavailable(f"{spec.name}: cannot read saved dataset {str(root)!r} ({err}). {hint}") from err
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
-            raise DatasetUnavailable(f"{spec.name}: saved dataset {str(root)!r} has splits {sorted(loaded)}, "
-                                     f"not {split!r}. {hint}")
+            raise DatasetUnavailable(f"{spec.name}: {_asked(selection, split)}saved dataset {str(root)!r} has splits "
+                                     f"{sorted(loaded)}, not {split!r}. {_split_hint(spec, selection, split, hint)}")
         loaded = loaded[split]
+    elif selection is not None and len(selection.splits) > 1:
+        raise DatasetUnavailable(f"{spec.name}: {_asked(selection, split)}saved dataset {str(root)!r} is one "
+                                 f"Dataset, not a DatasetDict of splits. {_split_hint(spec, selection, split, hint)}")
+    return _saved_rows(split, root, loaded, hint)
+
+
+def _saved_rows(split: str, root: Path, loaded, hint: str):
     resolver = ImageResolver([root, *root.parents[:1]], hint)
     for index, row in enumerate(_undecoded(loaded)):
         yield row, RowContext(index, split, None, resolver, where=f"{root} ({split}) row {index}")
 
 
-def _data_files(spec: DatasetSpec, split: str, root: Path, hint: str) -> list[Path]:
+def _data_files(spec: DatasetSpec, split: str, root: Path, hint: str, selection: Selection | None = None) -> list[Path]:
     """The files holding `split`: named after it ("test-00000-of-00001.parquet", "testmini.json") or
     inside a folder named after it; a release whose files name no split at all (ViRL39K's
-    "39Krelease.parquet") is one split, used whatever `split` says."""
+    "39Krelease.parquet") is one split, used whatever `split` says, unless a selection asks for several
+    (its rows could not be told apart)."""
+    several = selection is not None and len(selection.splits) > 1
     if root.is_file():
         if root.suffix not in FORMAT_PRIORITY:
             raise DatasetUnavailable(f"{spec.name}: {str(root)!r} is not a {'/'.join(FORMAT_PRIORITY)} file. {hint}")
+        if several and not _names_split(root, root.parent, split):
+            raise DatasetUnavailable(f"{spec.name}: {_asked(selection, split)}{str(root)!r} is one file, not named "
+                                     f"after {split!r}. {_split_hint(spec, selection, split, hint)}")
         return [root]
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in FORMAT_PRIORITY
                    and p.name not in _NOT_DATA and not p.name.startswith("cache-")
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
     matching = [f for f in files if _names_split(f, root, split)]
     named = {s for f in files for s in KNOWN_SPLITS if _names_split(f, root, s)}
-    if not matching and named:
-        raise DatasetUnavailable(f"{spec.name}: no {split!r} split under {str(root)!r} "
-                                 f"(found {', '.join(sorted(named))}). {hint}")
+    if not matching and (named or (several and files)):
+        found = f"found {', '.join(sorted(named))}" if named else "no file or folder is named after a split"
+        raise DatasetUnavailable(f"{spec.name}: {_asked(selection, split)}no {split!r} split under {str(root)!r} "
+                                 f"({found}). {_split_hint(spec, selection, split, hint)}")
     files = matching or files
     if not files:
         raise DatasetUnavailable(f"{spec.name}: no {'/'.join(FORMAT_PRIORITY)} files under {str(root)!r}. {hint}")
     best = min(FORMAT_PRIORITY.index(f.suffix) for f in files)
     return [f for f in files if f.suffix == FORMAT_PRIORITY[best]]
+
+
+def _asked(selection: Selection | None, split: str) -> str:
+    return f"{selection.splits_key}={list(selection.splits)} asks for the {split!r} split; " if selection else ""
+
+
+def _split_hint(spec: DatasetSpec, selection: Selection | None, split: str, hint: str) -> str:
+    """What to do about a split the selection asks for and the copy lacks: fetch it, or ask for less."""
+    if selection is None:
+        return hint
+    rest = [s for s in selection.splits if s != split]
+    fewer = f"set {selection.splits_key}=[{','.join(rest)}] to train without it" if rest else \
+        f"set {selection.splits_key} to splits the copy holds"
+    return (f"Point {spec.config_key} at a copy holding it (the release's layout: data/{split}-*.parquet), "
+            f"or {fewer}.")
 
 
 def _names_split(file: Path, root: Path, split: str) -> bool:
@@ -306,7 +409,8 @@ def _json_rows(data, file: Path) -> list[dict]:
 # -------------------------------------------------------------------------------------------------- hub
 
 
-def _hub_rows(spec: DatasetSpec, split: str, hub_id: str) -> Iterator[tuple[dict, RowContext]]:
+def _hub_rows(spec: DatasetSpec, split: str, hub_id: str,
+             selection: Selection | None = None) -> Iterator[tuple[dict, RowContext]]:
     import datasets
 
     hint = f"Set {spec.config_key}=/path/to/a/local/copy, or put {hub_id} in the HF cache."
@@ -319,8 +423,8 @@ def _hub_rows(spec: DatasetSpec, split: str, hub_id: str) -> Iterator[tuple[dict
         except Exception as err:  # the hub client raises many unrelated types for "not reachable"
             reason = f"HF_HUB_OFFLINE is set and it is not in the local cache; {err}" if hub_offline() else str(err)
             config_text = f" config {config!r}" if config else ""
-            raise DatasetUnavailable(f"{spec.name}: cannot load {hub_id!r}{config_text} split {split!r} from the "
-                                     f"hub ({type(err).__name__}: {reason}). {hint}") from err
+            raise DatasetUnavailable(f"{spec.name}: {_asked(selection, split)}cannot load {hub_id!r}{config_text} "
+                                     f"split {split!r} from the hub ({type(err).__name__}: {reason}). {hint}") from err
         if resolver is None:
             resolver = ImageResolver(_hub_image_folders(spec, hub_id, hint), hint)
         for row in _undecoded(loaded):

@@ -36,7 +36,9 @@ __all__ = ["DropReport", "RowProblem", "check_answer", "check_text", "clean_text
 class DropReport:
     """What a load dropped and repaired, per source and reason, with the first example of each reason."""
 
-    rows: Counter = field(default_factory=Counter)  # source -> rows read
+    rows: Counter = field(default_factory=Counter)  # source -> rows read and checked
+    # source -> rows a Selection's subset left out unchecked (ChartQA's machine-augmented ones): not bad data
+    filtered: Counter = field(default_factory=Counter)
     dropped: dict[str, Counter] = field(default_factory=dict)  # source -> reason -> n
     escaped: dict[str, Counter] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)  # reason -> "file row N column 'x': detail"

@@ -1,8 +1,9 @@
 """A training run's data: the `data` config group -> training prompts, a held-out slice, and their counts.
 
 Synthetic boards are generated split by split (disjoint by construction). A real training set goes
-    load (data.path, else the hub id), checking every row (care.data.rows: bad rows are counted per
-    source and reason, and more than data.max_dropped_fraction of them fails the run) -> dedupe
+    load (data.path, else the hub id; ChartQA's data.chartqa_splits, keeping data.chartqa_subset's rows and
+    counting the others per source as "subset_filtered"), checking every row (care.data.rows: bad rows are
+    counted per source and reason, and more than data.max_dropped_fraction of them fails the run) -> dedupe
     -> drop prompts over rl.max_prompt_length (more than data.max_overlong_fraction fails)
     -> seeded shuffle (data.seed) -> hold out data.eval_size -> train on data.train_size,
 and every count in `TrainingData.counts` is taken after its step. Counts are contracts: asking for
@@ -70,6 +71,15 @@ def _by_source(records: list[Record]) -> dict[str, int]:
     return dict(sorted(Counter(r.source for r in records).items()))
 
 
+def selections(data: DataConfig) -> dict:
+    """The rows of each training set the config picks (care.data.adapters.Selection): ChartQA's splits and
+    subset; the other sets read their train split whole."""
+    from care.data.adapters import Selection
+
+    return {"chartqa": Selection(tuple(data.chartqa_splits), data.chartqa_subset, "data.chartqa_splits",
+                                 "data.chartqa_subset")}
+
+
 def _load_real(data: DataConfig) -> tuple[list[Record], int, DropReport]:
     """(records after dedupe, duplicates removed, what was dropped); raises naming data.path and, when
     more rows are bad than data.max_dropped_fraction allows, the counts and the first bad row of each kind."""
@@ -78,7 +88,7 @@ def _load_real(data: DataConfig) -> tuple[list[Record], int, DropReport]:
 
     report = DropReport()
     try:
-        records = load_records(data.name, path=data.path, report=report)
+        records = load_records(data.name, path=data.path, report=report, selections=selections(data))
         if not get_spec(data.name).components:  # a union is deduplicated as it is loaded
             records = dedupe(records)
     except DatasetUnavailable as err:  # its message already names data.path and the path or hub id
@@ -87,7 +97,10 @@ def _load_real(data: DataConfig) -> tuple[list[Record], int, DropReport]:
         raise ValueError(f"{_where(data)}: cannot use this copy of {data.name}: {err}") from err
     rows, dropped = report.total_rows, report.total_dropped
     if rows == 0:
-        raise ValueError(f"{_where(data)}: the data holds no rows")
+        filtered = sum(report.filtered.values())
+        subset = (f" of data.chartqa_subset={data.chartqa_subset!r} in data.chartqa_splits={list(data.chartqa_splits)}"
+                  f" ({filtered} of other subsets)" if filtered else "")
+        raise ValueError(f"{_where(data)}: the data holds no rows{subset}")
     if dropped > data.max_dropped_fraction * rows:
         allow = "allows none" if data.max_dropped_fraction == 0 else f"allows {data.max_dropped_fraction:g}"
         raise ValueError(f"{_where(data)}: {dropped} of {rows} rows are bad ({report.summary()}); "
@@ -130,7 +143,7 @@ def split_training_data(cfg: Config, processor) -> TrainingData:
     def lengths(records: list[Record]) -> list[int]:
         return prompt_token_counts(processor, records, backbone.min_pixels, backbone.max_pixels)
 
-    quality: dict = {"dropped": {}, "escaped": {}}
+    quality: dict = {"dropped": {}, "escaped": {}, "loaded_by_source": {}, "subset_filtered": {}}
     if data.name == "synthetic":
         from care.data.synthetic import make_splits
 
@@ -139,9 +152,12 @@ def split_training_data(cfg: Config, processor) -> TrainingData:
         train = _fits(generated, lengths(generated), limit)
         held_out = _fits(held_out, lengths(held_out), limit)
         loaded, duplicates, overlong = len(generated) + len(held_out), 0, len(generated) - len(train)
+        quality["loaded_by_source"] = _by_source(generated + held_out)
     else:
         records, duplicates, report = _load_real(data)
-        quality = report.as_counts()
+        # per source: rows read and checked, and rows of another ChartQA subset left out (not bad data)
+        quality = {**report.as_counts(), "loaded_by_source": dict(sorted(report.rows.items())),
+                   "subset_filtered": dict(sorted(report.filtered.items()))}
         escaped = _escape_tokenizer_controls(records, processor)
         if escaped:
             quality["escaped"].setdefault("all", {})["tokenizer_special_token_escaped"] = escaped

@@ -118,11 +118,13 @@ def eval_cost(cfg: Config, held_out: bool = True) -> dict:
 
 def train_prompts(cfg: Config) -> int:
     """How many prompts one epoch is: data.train_size, or (loading no data) the set's approximate size
-    (its spec's `approx_rows`) minus the hold-out."""
+    minus the hold-out: care.data.adapters.approx_rows of the rows the config selects (ChartQA's
+    data.chartqa_subset over data.chartqa_splits: 49,329 for care_mix by default)."""
     if cfg.data.train_size is not None:
         return cfg.data.train_size
-    from care.data.adapters.registry import get_spec
-    return max(1, get_spec(cfg.data.name).approx_rows - cfg.data.eval_size)
+    from care.data.adapters.registry import approx_rows
+    from care.data.training import selections
+    return max(1, approx_rows(cfg.data.name, selections(cfg.data)) - cfg.data.eval_size)
 
 
 def assumed_figures(cfg: Config) -> dict:

@@ -10,7 +10,7 @@ from care.data.adapters.common import (
     parse_options_literal,
 )
 from care.data.adapters.mix import dedupe
-from care.data.adapters.registry import DATASET_NAMES, SPECS, DatasetSpec, get_spec
+from care.data.adapters.registry import DATASET_NAMES, SPECS, DatasetSpec, Selection, approx_rows, get_spec
 
 __all__ = [
     "DATASET_NAMES",
@@ -18,6 +18,8 @@ __all__ = [
     "DatasetSpec",
     "DatasetUnavailable",
     "MalformedRow",
+    "Selection",
+    "approx_rows",
     "clean_placeholders",
     "dedupe",
     "get_spec",
