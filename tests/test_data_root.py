@@ -178,7 +178,8 @@ def test_a_job_on_the_fixture_layout_passes_preflight(layout, cache_dir):
 
     cfg = compose_cfg(f"data_root={layout}", "data=care_mix", "cold_start=sft", "eval=paper6", "scale=toy",
                       f"cache_dir={cache_dir}")
-    assert preflight(cfg) is None
+    data = preflight(cfg)  # the prepared training data, which the job then uses as it is
+    assert data is not None and data.counts["train"] > 0
 
 
 def test_readme_step_1_downloads_into_this_layout():
