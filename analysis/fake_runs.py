@@ -9,6 +9,7 @@ exactly the keys of a run the pipeline produced (run.json, final.json, metrics.j
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.samples import pass_file
+from care.atomic import write_text_atomic
 from care.config import Config
 from care.identity import run_key as config_run_key
 from care.tracking import RunFiles
@@ -129,13 +132,18 @@ def write_run(root: str | Path, name: str, *, seed: int = 0, algorithm: str = "c
               overrides: dict[str, Any] | None = None, after: dict[str, float] | None = None,
               before: dict[str, float] | None = None, curves: pd.DataFrame | None = None,
               status: str = "finished", run_key: str | None = None, steps: int = 20,
-              config: Config | None = None, base: dict[str, float] | None = None) -> Path:
+              config: Config | None = None, base: dict[str, float] | None = None,
+              after_items: dict[str, Any] | None = None, before_items: dict[str, Any] | None = None) -> Path:
     """Write one run dir under root/name; returns its path.
 
     `config` (a Config) replaces the one built from seed/algorithm/backbone; `overrides` maps
     dotted config keys to values (e.g. {"care.k": 2}); `after`/`before` map benchmark ->
     accuracy percent (macro defaults to their mean); `base` adds final.json's `base` entry (what eval.base
     scores: the backbone itself, under eval.base_extraction). status is finished, failed or unfinished.
+
+    `after_items`/`before_items` map benchmark -> per-item verdicts, an array of booleans (items,) or
+    (eval passes, items): written as the harness writes them (eval/after-<benchmark>-seed<k>.jsonl, one
+    sample per item), and the benchmark's score, unless given in `after`/`before`, is their accuracy.
     """
     if status not in ("finished", "failed", "unfinished"):
         raise ValueError(f"status must be finished, failed or unfinished, got {status!r}")
@@ -160,8 +168,13 @@ def write_run(root: str | Path, name: str, *, seed: int = 0, algorithm: str = "c
     if status == "failed":
         files.mark_failed(RuntimeError("CUDA out of memory"))
     elif status == "finished":
+        after = {**{b: item_accuracy(v) for b, v in (after_items or {}).items()}, **(after or {})} or None
+        before = {**{b: item_accuracy(v) for b, v in (before_items or {}).items()}, **(before or {})} or None
         after = after if after is not None else {"synthetic": 50.0}
         before = before if before is not None else {bench: 40.0 for bench in after if bench != "macro"}
+        for tag, items in (("after-", after_items), ("before-", before_items)):
+            for bench, verdicts in (items or {}).items():
+                write_samples(files.dir / "eval", tag, bench, verdicts)
         final = {"before": _scores(before), "after": _scores(after)}
         if base is not None:
             final["base"] = {**_scores(base), "extraction": cfg.eval.base_extraction}
@@ -177,12 +190,38 @@ def write_run(root: str | Path, name: str, *, seed: int = 0, algorithm: str = "c
     return files.dir
 
 
+def write_samples(eval_dir: Path, tag: str, benchmark: str, verdicts: Any) -> None:
+    """One file per eval pass, `<tag><benchmark>-seed<k>.jsonl`, a JSON line per item with the fields
+    care.evaluation.protocol.sample writes, published atomically as care.evaluation.protocol.write_samples
+    does (that module imports torch; this one must not)."""
+    passes = np.atleast_2d(np.asarray(verdicts, dtype=bool))
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    for seed, row in enumerate(passes):
+        samples = [{"id": f"{benchmark}-{i}", "benchmark": benchmark, "source": benchmark, "response": "<answer>A</answer>",
+                    "parsed": "A" if ok else "B", "gold": "A", "correct": bool(ok), "formatted": True}
+                   for i, ok in enumerate(row)]
+        write_text_atomic(eval_dir / pass_file(tag, benchmark, seed), "".join(json.dumps(s) + "\n" for s in samples))
+
+
+def item_accuracy(verdicts: Any) -> float:
+    """Percent correct over every pass and item (final.json's number for these verdicts)."""
+    return 100.0 * float(np.mean(np.asarray(verdicts, dtype=float)))
+
+
+def draw_verdicts(rng: np.random.Generator, difficulty: np.ndarray, skill: float, passes: int = 1) -> np.ndarray:
+    """Known-distribution verdicts: item i right with probability sigmoid(skill - difficulty[i]), each pass
+    independently; (passes, items) booleans."""
+    p = 1.0 / (1.0 + np.exp(-(skill - np.asarray(difficulty, dtype=float))))
+    return rng.random((passes, len(p))) < p
+
+
 def fake_data_counts(cfg: Config) -> dict[str, Any]:
     """What care.data.training counts for a synthetic run of this config (nothing dropped)."""
     train, held_out, source = cfg.data.train_size or 0, cfg.data.eval_size, cfg.data.name
     return {"loaded": train + held_out, "duplicates_removed": 0, "filtered_overlong": 0, "train": train,
             "held_out": held_out, "max_prompt_length": cfg.rl.max_prompt_length,
-            "train_by_source": {source: train}, "held_out_by_source": {source: held_out}, "dropped": {}, "escaped": {}}
+            "train_by_source": {source: train}, "held_out_by_source": {source: held_out}, "dropped": {}, "escaped": {},
+            "loaded_by_source": {source: train + held_out}, "subset_filtered": {}}
 
 
 def set_mtime(path: Path, seconds: float) -> None:
