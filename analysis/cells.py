@@ -10,13 +10,14 @@ naming the cell, rather than quietly shifting a mean. The paper's numbers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from analysis import paper_numbers as paper
+from analysis.uncertainty import column_sample, compare, comparison_fields, interval_fields
 
 METHOD_ORDER = ["Base", "GRPO", "DAPO", "GSPO", "CARE w/o RGR", "CARE"]
 NO_VALUE = "—"
@@ -39,7 +40,10 @@ class Table:
     caption: str
     cells: pd.DataFrame  # display text; key columns first
     style: pd.DataFrame  # "", "bold" or "italic" per cell
-    stats: pd.DataFrame  # long form: keys..., column, mean, std, n (what tests check)
+    # long form: keys..., column, mean, std, n, the 95% CI (low, high, se, df, basis), iqm (iqm_low,
+    # iqm_high; from 5 seeds) and, for compared cells, reference, delta (delta_low, delta_high,
+    # delta_basis), paired, p_improve, resolved (analysis.uncertainty)
+    stats: pd.DataFrame
 
     def markdown(self) -> str:
         marks = {"bold": "**{}**", "italic": "*{}*", "": "{}"}
@@ -179,7 +183,8 @@ def score_columns(frame: pd.DataFrame, prefix: str = "after.") -> list[str]:
 
 
 def summarize(finished: pd.DataFrame, keys: list[str], columns: list[str], table: str) -> pd.DataFrame:
-    """Long-form mean/std/n per cell and column. A column missing in only some runs of a cell raises."""
+    """Long-form mean/std/n per cell and column, with the 95% CI and, from 5 seeds, the IQM
+    (analysis.uncertainty.interval_fields). A column missing in only some runs of a cell raises."""
     records = []
     for cell, group in finished.groupby(keys, sort=True, dropna=False):
         cell = cell if isinstance(cell, tuple) else (cell,)
@@ -189,16 +194,160 @@ def summarize(finished: pd.DataFrame, keys: list[str], columns: list[str], table
                 missing = group.loc[values.isna(), "path"].tolist()
                 raise SeedCountError(f"table {table!r}, cell {describe_cell(keys, cell)}: {column} missing in {missing}")
             records.append({**dict(zip(keys, cell, strict=True)), "column": column, "mean": values.mean(),
-                            "std": values.std(ddof=1) if len(values) > 1 else np.nan, "n": int(values.notna().sum())})
+                            "std": values.std(ddof=1) if len(values) > 1 else np.nan, "n": int(values.notna().sum()),
+                            **interval_fields(column_sample(group, column))})
     return pd.DataFrame.from_records(records)
+
+
+# ---------------------------------------------------------------- comparisons (analysis.uncertainty)
+
+Reference = Callable[[dict], "dict | None"]
+
+
+def versus(key: str, level) -> Reference:
+    """Compare each cell with the cell that has `key` = `level` and the same other keys (the baseline row);
+    the baseline itself is compared with nothing."""
+    return lambda cell: None if cell[key] == level else {**cell, key: level}
+
+
+def row_above(stats: pd.DataFrame, keys: list[str], group: str = "backbone") -> Reference:
+    """Compare each cell with the row shown above it within its backbone (an ablation's step)."""
+    cells = stats.drop_duplicates(keys)[keys].to_dict("records")
+    above = {}
+    for previous, current in zip(cells, cells[1:], strict=False):
+        if previous[group] == current[group]:
+            above[tuple(current[k] for k in keys)] = previous
+    return lambda cell: above.get(tuple(cell[k] for k in keys))
+
+
+def compare_cells(finished: pd.DataFrame, keys: list[str], columns: list[str], reference: Reference,
+                  label: Callable[[dict], str] | None = None) -> pd.DataFrame:
+    """Long form per cell and score column: its Δ vs its reference cell with the 95% CI (paired by seed where
+    the runs share a cold start), rliable's P(improvement), and whether the difference is resolved."""
+    groups = {cell if isinstance(cell, tuple) else (cell,): group
+              for cell, group in finished.groupby(keys, sort=True, dropna=False)}
+    records = []
+    for cell, group in groups.items():
+        named = dict(zip(keys, cell, strict=True))
+        other = reference(named)
+        if other is None or tuple(other[k] for k in keys) not in groups:
+            continue
+        base = groups[tuple(other[k] for k in keys)]
+        for column in columns:
+            if not column.startswith("after.") or column not in group:
+                continue
+            found = compare(column_sample(group, column), column_sample(base, column))
+            records.append({**named, "column": column, "reference": label(other) if label else str(other),
+                            **comparison_fields(found)})
+    return pd.DataFrame.from_records(records, columns=[*keys, "column", "reference", "delta", "delta_low",
+                                                       "delta_high", "delta_basis", "paired", "p_improve",
+                                                       "resolved"])
+
+
+def with_comparisons(stats: pd.DataFrame, comparisons: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return stats.merge(comparisons, how="left", on=[*keys, "column"])
+
+
+RESOLVED_ABOVE, RESOLVED_BELOW = "†", "‡"
+
+
+def mark_resolved(text: pd.DataFrame, stats: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
+    """Append † (resolved above its reference) or ‡ (resolved below) to each score cell whose Δ's 95% CI
+    excludes 0; `text` has one row per cell, keyed like `stats`."""
+    if "resolved" not in stats:
+        return text
+    indexed = stats.set_index([*keys, "column"])
+    text = text.copy()
+    for column in columns:
+        shown = column_label(column)
+        for i in text.index:
+            key = (*(text.at[i, k] for k in keys), column)
+            if key not in indexed.index:
+                continue
+            row = indexed.loc[key]
+            if is_true(row.get("resolved")):
+                text.at[i, shown] += " " + (RESOLVED_ABOVE if row["delta"] > 0 else RESOLVED_BELOW)
+    return text
+
+
+def is_true(value) -> bool:
+    """A `resolved` entry that is True (not False, and not NaN: a cell compared with nothing)."""
+    return isinstance(value, (bool, np.bool_)) and bool(value)
+
+
+def comparison_text(stats: pd.DataFrame, keys: list[str], rows: pd.DataFrame, column: str = "after.macro"
+                    ) -> tuple[list[str], list[str], list[str]]:
+    """For each row of `rows` (key columns as in stats): Δ with its CI, P(improvement), IQM with its CI
+    (texts; "" for a row without one, e.g. the baseline or a paper row)."""
+    indexed = stats.set_index([*keys, "column"])
+    delta, p, center = [], [], []
+    for values in rows[keys].itertuples(index=False, name=None):
+        key = (*values, column)
+        row = indexed.loc[key] if key in indexed.index else None
+        has = row is not None and "delta" in row and pd.notna(row["delta"])
+        delta.append(format_delta(row["delta"], row["delta_low"], row["delta_high"]) if has else NO_VALUE)
+        p.append(f"{row['p_improve']:.2f}" if has and pd.notna(row["p_improve"]) else NO_VALUE)
+        center.append(format_interval(row["iqm"], row["iqm_low"], row["iqm_high"])
+                      if row is not None and "iqm" in row and pd.notna(row["iqm"]) else NO_VALUE)
+    return delta, p, center
+
+
+def add_comparison_columns(text: pd.DataFrame, style: pd.DataFrame, stats: pd.DataFrame, keys: list[str],
+                           reference: str, column: str = "after.macro") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Columns `Δ <col> vs <reference>` (Δ [95% CI]) and `P(> <reference>)`, and `IQM <col>` when some cell
+    has 5 seeds or more; nothing when no row was compared."""
+    if "delta" not in stats or stats.loc[stats["column"] == column, "delta"].isna().all():
+        return text, style
+    delta, p, center = comparison_text(stats, keys, text, column)
+    name = column_label(column)
+    text, style = text.copy(), style.copy()
+    text[f"Δ {name} vs {reference}"] = delta
+    text[f"P(> {reference})"] = p
+    if any(value != NO_VALUE for value in center):
+        text[f"IQM {name}"] = center
+    return text, style.reindex(columns=text.columns, fill_value="")
+
+
+def uncertainty_note(stats: pd.DataFrame, reference: str | None = None) -> str:
+    """The caption's sentences on the intervals, the marks and the comparison columns."""
+    scored = stats[stats["column"].astype(str).str.startswith(("after.", "before.", "base."))]
+    bases = set(scored.get("basis", pd.Series(dtype=object)).dropna())
+    if bases <= {"seeds", "none"}:
+        covers = "over training seeds (items not resampled: the runs have no per-sample eval files)"
+    elif bases <= {"items", "none"}:
+        covers = "over benchmark items only (one training seed)"
+    else:
+        covers = "over training seeds and benchmark items"
+    note = (f" [a, b]: 95% CI of the mean {covers}: stratified bootstrap SE, Student-t "
+            "(analysis.uncertainty).")
+    if "items" in bases and bases & {"seeds+items", "seeds"}:
+        note += " A row scored once (n = 1) has items only."
+    if reference and "resolved" in stats and stats["delta"].notna().any():
+        note += (f" {RESOLVED_ABOVE} / {RESOLVED_BELOW}: resolved above / below {reference} (the 95% CI of Δ "
+                 "excludes 0; paired by seed where runs share a cold start); P(>): probability of improvement "
+                 "over seeds (Agarwal et al., 2021).")
+    if "iqm" in stats and stats["iqm"].notna().any():
+        note += " IQM: interquartile mean over ≥ 5 seeds, percentile bootstrap CI."
+    return note
 
 
 # ---------------------------------------------------------------- formatting
 
-def format_score(mean: float, std: float, n: int, digits: int = 2) -> str:
+def format_score(mean: float, std: float, n: int, digits: int = 2, low: float = np.nan,
+                 high: float = np.nan) -> str:
+    """`mean ± std [low, high]`: std over seeds (none with one), then the 95% CI where there is one."""
     if n == 0 or pd.isna(mean):
         return NO_VALUE
-    return f"{mean:.{digits}f}" if n == 1 or pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    text = f"{mean:.{digits}f}" if n == 1 or pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return text + (f" [{low:.1f}, {high:.1f}]" if pd.notna(low) and pd.notna(high) else "")
+
+
+def format_interval(center: float, low: float, high: float, digits: int = 2) -> str:
+    return f"{center:.{digits}f} [{low:.1f}, {high:.1f}]" if pd.notna(low) else f"{center:.{digits}f}"
+
+
+def format_delta(delta: float, low: float, high: float) -> str:
+    return f"{delta:+.2f} [{low:+.1f}, {high:+.1f}]" if pd.notna(low) else f"{delta:+.2f}"
 
 
 def format_paper(value: float | str | None) -> str:
@@ -217,7 +366,8 @@ def column_label(column: str) -> str:
 
 def latex_escape(text: str) -> str:
     replacements = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_",
-                    "{": "\\{", "}": "\\}", "±": "$\\pm$", "Δ": "$\\Delta$", "—": "--", "≥": "$\\geq$"}
+                    "{": "\\{", "}": "\\}", "±": "$\\pm$", "Δ": "$\\Delta$", "—": "--", "≥": "$\\geq$",
+                    "†": "\\dag{}", "‡": "\\ddag{}"}
     return "".join(replacements.get(char, char) for char in str(text))
 
 
@@ -233,7 +383,8 @@ def wide(stats: pd.DataFrame, keys: list[str], columns: list[str]) -> tuple[pd.D
     indexed = stats.set_index([*keys, "column"])
     for column in columns:
         rows = [indexed.loc[(*cell, column)] for cell in cells.itertuples(index=False, name=None)]
-        text[column_label(column)] = [format_score(r["mean"], r["std"], r["n"]) for r in rows]
+        text[column_label(column)] = [format_score(r["mean"], r["std"], r["n"], low=r.get("low", np.nan),
+                                                   high=r.get("high", np.nan)) for r in rows]
         means[column_label(column)] = [r["mean"] for r in rows]
     return text, means
 

@@ -18,27 +18,43 @@ from analysis import paper_numbers as paper
 from analysis.cells import (
     METHOD_ORDER,
     NO_VALUE,
+    RESOLVED_ABOVE,
+    RESOLVED_BELOW,
     SeedCountError,
     Seeds,
     Table,
+    add_comparison_columns,
     best_style,
     cell_parts,
     column_label,
+    compare_cells,
+    comparison_text,
     finish_table,
     finished_cells,
     format_paper,
     format_score,
+    is_true,
+    mark_resolved,
     order_rows,
     require_full_grid,
+    row_above,
     score_columns,
     summarize,
     sweep_runs,
+    uncertainty_note,
+    versus,
     wide,
+    with_comparisons,
 )
+from analysis.uncertainty import column_sample, interval_fields
 
+SHARED_COLUMNS = ["backbone", "method", "column", "mean", "std", "n", "low", "high", "se", "df", "basis", "iqm",
+                  "iqm_low", "iqm_high"]
+BASELINE = "GRPO"  # the row every method of main and table1 is compared with
 SELECTOR_ORDER = ["cosine", "nearest", "mixed", "farthest", "random"]
 ANCHOR_ORDER = ["shortest_think", "random", "longest_think", "max_logprob"]
 RGR_ORDER = ["cue", "no_cue", "random", "off"]
+NEG_SCALE_DEFAULT = 0.5  # care.s's default (care/objective/config.py): the reference level of neg_scale
 
 
 def main_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:
@@ -53,14 +69,18 @@ def main_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Se
     columns = score_columns(finished)
     stats = pd.concat([base_stats(finished, columns), summarize(finished, keys, columns, "main")])
     stats = order_rows(stats, "method", METHOD_ORDER)
+    stats = with_comparisons(stats, compare_cells(finished, keys, columns, versus("method", BASELINE),
+                                                  label=lambda cell: cell["method"]), keys)
     stats["paper"] = [paper.MAIN.get((b, m), {}).get(c.split(".", 1)[1]) for b, m, c in
                       zip(stats["backbone"], stats["method"], stats["column"], strict=True)]
     text, means = wide(stats, keys, columns)
+    text = mark_resolved(text, stats, keys, columns)
     labels = [column_label(c) for c in columns]
     style = best_style(means, labels)
     text, style = with_paper_rows(text, style, columns)
-    return finish_table("main", "After-RL accuracy (%), mean ± std over seeds; paper rows in italics.",
-                        text, style, stats, {"backbone": "Backbone", "method": "Method"})
+    text, style = add_comparison_columns(text, style, stats, keys, BASELINE)
+    caption = "After-RL accuracy (%), mean ± std over seeds; paper rows in italics." + uncertainty_note(stats, BASELINE)
+    return finish_table("main", caption, text, style, stats, {"backbone": "Backbone", "method": "Method"})
 
 
 def base_stats(finished: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -70,12 +90,13 @@ def base_stats(finished: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     per_seed = finished.groupby(["backbone", "seed"])[list(present.values())].mean().reset_index()
     records = []
     for backbone, group in per_seed.groupby("backbone"):
+        runs = finished[finished["backbone"] == backbone]
         for after, b in present.items():
             values = group[b].astype(float)
             records.append({"backbone": backbone, "method": "Base", "column": after, "mean": values.mean(),
                             "std": values.std(ddof=1) if len(values) > 1 else np.nan,
-                            "n": int(values.notna().sum())})
-    return pd.DataFrame.from_records(records, columns=["backbone", "method", "column", "mean", "std", "n"])
+                            "n": int(values.notna().sum()), **interval_fields(column_sample(runs, b))})
+    return pd.DataFrame.from_records(records, columns=SHARED_COLUMNS)
 
 
 def with_paper_rows(text: pd.DataFrame, style: pd.DataFrame, columns: list[str],
@@ -119,11 +140,15 @@ def table1(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds 
                        shared_stats(finished, columns, "before.", "Cold start"),
                        summarize(finished, keys, columns, "table1")])
     stats = order_rows(stats, "method", TABLE1_ROWS)
+    stats = with_comparisons(stats, compare_cells(finished, keys, columns, versus("method", BASELINE),
+                                                  label=lambda cell: cell["method"]), keys)
     stats["paper"] = [paper.TABLE1.get((b, m), {}).get(c.split(".", 1)[1]) for b, m, c in
                       zip(stats["backbone"], stats["method"], stats["column"], strict=True)]
     text, means = wide(stats, keys, columns)
+    text = mark_resolved(text, stats, keys, columns)
     style = best_style(means, [column_label(c) for c in columns])
     text, style = with_paper_rows(text, style, columns, paper.TABLE1)
+    text, style = add_comparison_columns(text, style, stats, keys, BASELINE)
     text["method"] = [f"Base (Instruct, {rules.get(b) or 'unrecorded'} answer rule)" if m == "Base" else m
                       for b, m in zip(text["backbone"], text["method"], strict=True)]
     n_seeds = finished["seed"].nunique()
@@ -136,6 +161,7 @@ def table1(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds 
     spread_notes = stats[stats["method"].isin(["Base", "Cold start"]) & (stats["n"] > 1)]
     for backbone, method in spread_notes[["backbone", "method"]].drop_duplicates().itertuples(index=False):
         caption += f" {method} ({backbone}): its runs disagree, mean ± std over their distinct scores."
+    caption += uncertainty_note(stats, BASELINE)
     return finish_table("table1", caption, text, style, stats, {"backbone": "Backbone", "method": "Method"})
 
 
@@ -182,12 +208,14 @@ def shared_stats(finished: pd.DataFrame, columns: list[str], prefix: str, row: s
         distinct = group[present].astype(float).round(9).dropna(how="all").drop_duplicates()
         if distinct.empty:
             continue  # e.g. runs without eval.base: no Base row
+        carriers = group.loc[distinct.index]  # one run per distinct set: its per-sample files are the set's
         for column, source in sources.items():
             values = distinct[source] if source in distinct else pd.Series(np.nan, index=distinct.index)
+            spread = interval_fields(column_sample(carriers, source, by=None)) if source in carriers else {}
             records.append({"backbone": backbone, "method": row, "column": column, "mean": values.mean(),
                             "std": values.std(ddof=1) if values.notna().sum() > 1 else np.nan,
-                            "n": int(values.notna().sum())})
-    return pd.DataFrame.from_records(records, columns=["backbone", "method", "column", "mean", "std", "n"])
+                            "n": int(values.notna().sum()), **spread})
+    return pd.DataFrame.from_records(records, columns=SHARED_COLUMNS)
 
 
 def components_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:
@@ -197,17 +225,25 @@ def components_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, see
     finished = finished_cells(selected, keys, "components", seeds)
     columns = score_columns(finished)
     stats = order_rows(summarize(finished, keys, columns, "components"), "method", METHOD_ORDER)
+    stats = with_comparisons(stats, compare_cells(finished, keys, columns, row_above(stats, keys),
+                                                  label=lambda cell: cell["method"]), keys)
     text, means = wide(stats, keys, columns)
+    text = mark_resolved(text, stats, keys, columns)
     style = best_style(means, [column_label(c) for c in columns])
     macro = means["Macro"] if "Macro" in means else pd.Series(np.nan, index=means.index)
     published = pd.Series([paper.MAIN.get((b, m), {}).get("macro") for b, m in
                            zip(text["backbone"], text["method"], strict=True)], index=text.index, dtype=float)
     text["Δ macro"] = signed(macro - macro.groupby(text["backbone"]).shift())
+    if "delta" in stats and "after.macro" in columns:
+        delta, p, _ = comparison_text(stats, keys, text)
+        text["Δ macro"] = [plain if d == NO_VALUE else d for d, plain in zip(delta, text["Δ macro"], strict=True)]
+        text["P(> above)"] = p
     text["Paper macro"] = published.map(format_paper)
     text["Paper Δ"] = signed(published - published.groupby(text["backbone"]).shift())
     style = style.reindex(columns=text.columns, fill_value="")
-    return finish_table("components", "Component ablation: after-RL accuracy (%), Δ macro vs the previous row.",
-                        text, style, stats, {"backbone": "Backbone", "method": "Method"})
+    caption = ("Component ablation: after-RL accuracy (%), Δ macro vs the previous row [95% CI], P(> above): "
+               "probability of improvement over it." + uncertainty_note(stats, "the row above"))
+    return finish_table("components", caption, text, style, stats, {"backbone": "Backbone", "method": "Method"})
 
 
 def signed(delta: pd.Series) -> pd.Series:
@@ -216,11 +252,14 @@ def signed(delta: pd.Series) -> pd.Series:
 
 def factor_table(runs: pd.DataFrame, *, name: str, sweep: str, factor: str, label: str, caption: str,
                  seeds: Seeds = None, order: list | None = None, extra: dict[str, pd.Series] | None = None,
-                 paper_column: tuple[str, dict] | None = None, bold_extra: bool = False) -> Table:
+                 paper_column: tuple[str, dict] | None = None, bold_extra: bool = False,
+                 reference: tuple[object, str] | None = None) -> Table:
     """One ablation: rows backbone × levels of `factor` (a runs column), accuracy columns, then extras.
 
     `extra` adds per-run numeric columns (indexed like `runs`) averaged over seeds like scores;
-    `paper_column` is (header, {level: value}) for the paper's published numbers.
+    `paper_column` is (header, {level: value}) for the paper's published numbers; `reference` is
+    (level, its name in the table): every other level's scores are compared with that level's (Δ macro
+    with its CI, P(improvement), resolved cells marked; analysis.uncertainty).
     """
     selected = sweep_runs(runs, sweep)
     for column, values in (extra or {}).items():
@@ -231,13 +270,20 @@ def factor_table(runs: pd.DataFrame, *, name: str, sweep: str, factor: str, labe
     columns = list(extra or {}) + score_columns(finished)
     stats = summarize(finished, keys, columns, name)
     stats = order_rows(stats, label, order) if order else stats.sort_values(["backbone", label], kind="stable")
+    if reference is not None:
+        stats = with_comparisons(stats, compare_cells(finished, keys, columns, versus(label, reference[0]),
+                                                      label=lambda cell: reference[1]), keys)
     text, means = wide(stats, keys, columns)
+    text = mark_resolved(text, stats, keys, columns)
     scored = [column_label(c) for c in columns if c.startswith("after.") or bold_extra]
     style = best_style(means, scored)
     if paper_column:
         header, values = paper_column
         text[header] = text[label].map(lambda level: format_paper(values.get(level)))
         style[header] = ""
+    if reference is not None:
+        text, style = add_comparison_columns(text, style, stats, keys, reference[1])
+    caption += uncertainty_note(stats, reference[1] if reference else None)
     return finish_table(name, caption, text, style, stats, {"backbone": "Backbone"})
 
 
@@ -245,7 +291,8 @@ def negatives_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seed
     """Sweep `negatives`: hard-negative selector (care.selector)."""
     return factor_table(runs, name="negatives", sweep="negatives", factor="cfg.care.selector", label="Selector",
                         caption=f"Negative selector: after-RL accuracy (%). {paper.SELECTOR_ORDER_NOTE}.",
-                        seeds=seeds, order=SELECTOR_ORDER, paper_column=("Paper macro", paper.SELECTOR_MACRO))
+                        seeds=seeds, order=SELECTOR_ORDER, paper_column=("Paper macro", paper.SELECTOR_MACRO),
+                        reference=("random", "random"))
 
 
 def rgr_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:
@@ -259,7 +306,8 @@ def rgr_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: See
     return factor_table(runs, name="rgr", sweep="rgr", factor="rgr.variant", label="RGR variant",
                         caption="Reflection-guided resampling: repair success rate and after-RL accuracy (%).",
                         seeds=seeds, order=RGR_ORDER, extra={"repair_rate": repair_rate_percent(runs, curves)},
-                        paper_column=("Paper repair rate", paper.RGR_REPAIR_RATE), bold_extra=True)
+                        paper_column=("Paper repair rate", paper.RGR_REPAIR_RATE), bold_extra=True,
+                        reference=("off", "off"))
 
 
 def repair_rate_percent(runs: pd.DataFrame, curves: pd.DataFrame | None) -> pd.Series:
@@ -285,6 +333,8 @@ def k_eq_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Se
     if "after.macro" not in finished:
         raise SeedCountError("table 'k_eq': runs have no after.macro")
     stats = summarize(finished, keys, ["after.macro"], "k_eq").sort_values(["backbone", "K"], kind="stable")
+    stats = with_comparisons(stats, compare_cells(finished, keys, ["after.macro"], versus("equalize", "off"),
+                                                  label=lambda cell: "off"), keys)
     shown = stats.drop_duplicates(["backbone", "K"])[["backbone", "K"]].reset_index(drop=True)
     means, cells = shown.copy(), list(shown.itertuples(index=False, name=None))
     for level in ("on", "off"):
@@ -292,12 +342,20 @@ def k_eq_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Se
         if by_cell.empty:
             continue
         rows = [by_cell.loc[cell] for cell in cells]
-        shown[f"Equalize {level}"] = [format_score(r["mean"], r["std"], r["n"]) for r in rows]
+        shown[f"Equalize {level}"] = [format_score(r["mean"], r["std"], r["n"], low=r["low"], high=r["high"])
+                                      + (f" {RESOLVED_ABOVE if r['delta'] > 0 else RESOLVED_BELOW}"
+                                         if is_true(r.get("resolved")) else "") for r in rows]
         means[f"Equalize {level}"] = [r["mean"] for r in rows]
     style = best_style(means, [c for c in shown if c.startswith("Equalize")])
+    if stats["delta"].notna().any():
+        on = shown[["backbone", "K"]].assign(equalize="on")
+        delta, p, _ = comparison_text(stats, keys, on)
+        shown["Δ on − off"], shown["P(on > off)"] = delta, p
+        style = style.reindex(columns=shown.columns, fill_value="")
     shown["K"] = shown["K"].astype(str)
-    return finish_table("k_eq", "Negatives per subgroup K × update-size equalisation: after-RL macro accuracy (%).",
-                        shown, style, stats, {"backbone": "Backbone"})
+    caption = ("Negatives per subgroup K × update-size equalisation: after-RL macro accuracy (%)."
+               + uncertainty_note(stats, "equalize off at the same K"))
+    return finish_table("k_eq", caption, shown, style, stats, {"backbone": "Backbone"})
 
 
 def anchor_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:
@@ -312,7 +370,8 @@ def anchor_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: 
     table = factor_table(runs, name="anchor", sweep="anchor", factor="cfg.care.anchor", label="Anchor",
                          caption="Anchor strategy: after-RL accuracy (%) and anchor think length (tokens).",
                          seeds=seeds, order=ANCHOR_ORDER, extra={"anchor_think_len": think},
-                         paper_column=("Paper think vs random", {"shortest_think": f"-{low} to -{high}"}))
+                         paper_column=("Paper think vs random", {"shortest_think": f"-{low} to -{high}"}),
+                         reference=("random", "random"))
     stats = table.stats[table.stats["column"] == "anchor_think_len"]
     think_means = {(b, a): m for b, a, m in zip(stats["backbone"], stats["Anchor"], stats["mean"], strict=True)}
     backbones = table.stats.drop_duplicates(["backbone", "Anchor"])["backbone"].tolist()
@@ -328,14 +387,15 @@ def neg_scale_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seed
     """Sweep `neg_scale`: negative-only advantage scale s (care.s)."""
     runs = runs.assign(**{"s": runs.get("cfg.care.s")})
     return factor_table(runs, name="neg_scale", sweep="neg_scale", factor="s", label="s",
-                        caption="Negative scale s: after-RL accuracy (%).", seeds=seeds)
+                        caption="Negative scale s: after-RL accuracy (%).", seeds=seeds,
+                        reference=(NEG_SCALE_DEFAULT, f"s = {NEG_SCALE_DEFAULT}"))
 
 
 def token_credit_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds = None) -> Table:
     """Sweep `token_credit`: region-weighted vs uniform token credit (care.token_credit)."""
     return factor_table(runs, name="token_credit", sweep="token_credit", factor="cfg.care.token_credit",
                         label="Token credit", caption="Token credit: after-RL accuracy (%).", seeds=seeds,
-                        order=["region", "uniform"])
+                        order=["region", "uniform"], reference=("uniform", "uniform"))
 
 
 TableFunction = Callable[..., Table]

@@ -34,7 +34,7 @@ def test_cli_writes_tables_and_figures_and_skips_absent_sweeps(tmp_path, capsys)
 
     tables = sorted(p.name for p in (out / "tables").iterdir())
     assert tables == ["components.md", "components.tex", "main.md", "main.tex"]
-    assert "| CARE | **45.50 ± 0.71** | **45.50 ± 0.71** |" in (out / "tables" / "main.md").read_text()
+    assert "| CARE | **45.50 ± 0.71 [39.1, 51.9] †** | **45.50 ± 0.71 [39.1, 51.9] †** |" in (out / "tables" / "main.md").read_text()
     assert "+2.00" in (out / "tables" / "components.md").read_text()  # CARE w/o RGR 43.5 -> CARE 45.5
     figures = sorted(p.name for p in (out / "figures").iterdir())
     assert figures == sorted(f"{name}.{ext}" for name in
@@ -66,5 +66,5 @@ def test_module_entry_point_on_the_committed_fixture(tmp_path):
                              str(tmp_path / "paper")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     main_md = (tmp_path / "paper" / "tables" / "main.md").read_text()
-    assert "| CARE | **46.40 ± 0.79** | **46.40 ± 0.79** |" in main_md  # 46.1, 47.3, 45.8
-    assert "| GRPO | 42.20 ± 0.80 | 42.20 ± 0.80 |" in main_md
+    assert "| CARE | **46.40 ± 0.79 [44.4, 48.4] †** | **46.40 ± 0.79 [44.4, 48.4] †** |" in main_md  # 46.1, 47.3, 45.8
+    assert "| GRPO | 42.20 ± 0.80 [40.2, 44.2] | 42.20 ± 0.80 [40.2, 44.2] | — | — |" in main_md

@@ -42,6 +42,16 @@ def cell_text(table, column, **cell) -> tuple[str, str]:
     return rows.iloc[0][column], table.style.loc[rows.index[0], column]
 
 
+def lead(text: str) -> str:
+    """A score cell without its 95% CI and resolved mark: `mean ± std` (the CIs: test_analysis_uncertainty)."""
+    return text.split(" [")[0]
+
+
+def lead_text(table, column, **cell) -> tuple[str, str]:
+    text, style = cell_text(table, column, **cell)
+    return lead(text), style
+
+
 def two_methods(root, scores, sweep="main", backbone="tiny_qwen2_5_vl", benches=("synthetic",)):
     """GRPO and CARE × seeds; scores[algorithm][seed] is the after-RL accuracy on every benchmark."""
     for algorithm, per_seed in scores.items():
@@ -67,13 +77,14 @@ def test_main_table_mean_std_bold_and_base(tmp_path):
     assert (grpo["mean"], grpo["std"]) == (42.0, 2.0)
     base = stat(table, "after.macro", method="Base")
     assert (base["mean"], base["std"]) == (31.0, 1.0)  # before-RL scores 30, 31, 32
-    assert cell_text(table, "Macro", Method="CARE") == ("53.00 ± 3.00", "bold")
-    assert cell_text(table, "Macro", Method="GRPO") == ("42.00 ± 2.00", "")
+    # 95% CI: 53 ± t(0.975, 2) · 3/√3; CARE − GRPO per seed 10, 11, 12 (one cold start): resolved, †
+    assert cell_text(table, "Macro", Method="CARE") == ("53.00 ± 3.00 [45.5, 60.5] †", "bold")
+    assert cell_text(table, "Macro", Method="GRPO") == ("42.00 ± 2.00 [37.0, 47.0]", "")
     assert list(table.cells["Method"]) == ["Base", "GRPO", "CARE"]  # paper order; one backbone, no column
     markdown = table.markdown()
-    assert "| **53.00 ± 3.00** |" in markdown and "Backbone: tiny_qwen2_5_vl" in markdown
+    assert "| **53.00 ± 3.00 [45.5, 60.5] †** | +11.00 [+8.5, +13.5] | 1.00 |" in markdown and "Backbone: tiny_qwen2_5_vl" in markdown
     latex = table.latex()
-    assert "\\textbf{53.00 $\\pm$ 3.00}" in latex and "\\toprule" in latex and "tiny\\_qwen2\\_5\\_vl" in latex
+    assert "\\textbf{53.00 $\\pm$ 3.00 [45.5, 60.5] \\dag{}}" in latex and "\\toprule" in latex and "tiny\\_qwen2\\_5\\_vl" in latex
 
 
 def test_main_table_puts_paper_rows_under_real_backbones(tmp_path):
@@ -84,10 +95,11 @@ def test_main_table_puts_paper_rows_under_real_backbones(tmp_path):
     assert cell_text(table, "MathVista", Method="CARE (paper)") == ("74.7", "italic")
     assert cell_text(table, "Macro", Method="CARE (paper)") == ("50.57", "italic")
     assert cell_text(table, "Macro", Method="Base (paper)") == ("45.1", "italic")
-    assert cell_text(table, "MMMU-Pro vis", Method="CARE") == ("71.00 ± 1.41", "bold")
+    assert lead_text(table, "MMMU-Pro vis", Method="CARE") == ("71.00 ± 1.41", "bold")
     assert stat(table, "after.mathvista", method="CARE")["paper"] == 74.7
     assert list(table.cells.columns[1:]) == ["MathVista", "MathVerse", "MATH-Vision", "MMMU", "MMMU-Pro std",
-                                             "MMMU-Pro vis", "Macro"]
+                                             "MMMU-Pro vis", "Macro", "Δ Macro vs GRPO", "P(> GRPO)"]
+    assert cell_text(table, "P(> GRPO)", Method="CARE (paper)") == ("—", "")  # paper rows: no comparison
 
 
 def test_paper_macros_match_the_published_ones():
@@ -137,7 +149,7 @@ def test_components_deltas(tmp_path):
     runs, curves = collected(tmp_path)
     table = components_table(runs, curves)
     assert list(table.cells["Method"]) == ["GRPO", "CARE w/o RGR", "CARE"]
-    assert list(table.cells["Δ macro"]) == ["—", "+4.00", "+1.50"]
+    assert [d.split(" [")[0] for d in table.cells["Δ macro"]] == ["—", "+4.00", "+1.50"]
     assert stat(table, "after.macro", method="CARE w/o RGR")["mean"] == 44.5
 
 
@@ -164,7 +176,7 @@ def test_negatives_table_with_paper_macro(tmp_path):
     table = negatives_table(*collected(tmp_path))
     assert list(table.cells["Selector"]) == ["cosine", "nearest", "random"]
     assert list(table.cells["Paper macro"]) == ["50.6", "—", "43.1"]
-    assert cell_text(table, "Macro", Selector="cosine") == ("51.00 ± 1.41", "bold")
+    assert lead_text(table, "Macro", Selector="cosine") == ("51.00 ± 1.41", "bold")
     assert stat(table, "after.macro", Selector="random")["mean"] == 42.0
 
 
@@ -198,9 +210,9 @@ def test_k_eq_table_pivot_and_full_grid(tmp_path):
                           overrides={"care.k": k, "care.equalize": equalize},
                           after={"synthetic": 40.0 + k + (2 if equalize else 0) + seed})
     table = k_eq_table(*collected(tmp_path))
-    assert list(table.cells.columns) == ["K", "Equalize on", "Equalize off"]
-    assert list(table.cells["Equalize on"]) == ["43.50 ± 0.71", "46.50 ± 0.71"]
-    assert list(table.cells["Equalize off"]) == ["41.50 ± 0.71", "44.50 ± 0.71"]
+    assert list(table.cells.columns) == ["K", "Equalize on", "Equalize off", "Δ on − off", "P(on > off)"]
+    assert list(table.cells["Equalize on"].map(lead)) == ["43.50 ± 0.71", "46.50 ± 0.71"]
+    assert list(table.cells["Equalize off"].map(lead)) == ["41.50 ± 0.71", "44.50 ± 0.71"]
     assert table.style.loc[1, "Equalize on"] == "bold"
     for seed in range(2):
         shutil.rmtree(tmp_path / f"k4-False-{seed}")
@@ -217,7 +229,7 @@ def test_anchor_table_think_length_from_curves(tmp_path):
                       overrides={"care.anchor": anchor}, after={"synthetic": 50.0})
     table = anchor_table(*collected(tmp_path))
     assert list(table.cells["Anchor"]) == ["shortest_think", "random"]
-    assert list(table.cells["Anchor think (tokens)"]) == ["32.00 ± 2.83", "51.00 ± 1.41"]
+    assert list(table.cells["Anchor think (tokens)"].map(lead)) == ["32.00 ± 2.83", "51.00 ± 1.41"]
     assert list(table.cells["Think vs random"]) == ["-19.0", "+0.0"]
     assert list(table.cells["Paper think vs random"]) == ["-15 to -20", "—"]
 
@@ -232,10 +244,10 @@ def test_neg_scale_and_token_credit_tables(tmp_path):
     scale = neg_scale_table(runs, curves)
     runs, curves = collected(tmp_path / "b")
     assert list(scale.cells["s"]) == ["0.25", "0.5", "1.0"]
-    assert list(scale.cells["Macro"]) == ["40.50 ± 0.71", "45.50 ± 0.71", "42.00 ± 0.00"]
+    assert list(scale.cells["Macro"].map(lead)) == ["40.50 ± 0.71", "45.50 ± 0.71", "42.00 ± 0.00"]
     credit = token_credit_table(runs, curves)
     assert list(credit.cells["Token credit"]) == ["region", "uniform"]
-    assert cell_text(credit, "Synthetic", **{"Token credit": "region"}) == ("48.00 ± 1.41", "bold")
+    assert lead_text(credit, "Synthetic", **{"Token credit": "region"}) == ("48.00 ± 1.41", "bold")
 
 
 def test_two_backbones_keep_a_backbone_column_and_bold_within_each(tmp_path):

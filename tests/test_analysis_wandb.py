@@ -137,7 +137,7 @@ def test_wandb_compare_prints_tables_without_the_workspaces_package(run_dirs, mo
     api = FakeApi([mirrored(d, f"id{i}") for i, d in enumerate(run_dirs)])
     assert compare_main(["ent/proj", "--group", "main"], api=api) == 0
     out = capsys.readouterr().out
-    assert "| CARE | **45.50 ± 0.71** | **45.50 ± 0.71** |" in out
+    assert "| CARE | **45.50 ± 0.71 [39.1, 51.9] †** | **45.50 ± 0.71 [39.1, 51.9] †** |" in out
     assert "(table components skipped: no runs in sweep 'components')" in out
     assert "wandb_workspaces is not installed: no Report created" in out
     assert "Failure-signal share: signal/fss_neg, signal/fss_fail_derived" in out
