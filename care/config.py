@@ -369,6 +369,10 @@ class AlgorithmConfig:
     beta: float = 0.01  # k3 KL coefficient to the reference policy
     importance_sampling_level: str = "token"  # "sequence" is GSPO
     mask_truncated_completions: bool = False  # DAPO's overlong masking
+    # dual-clip (Ye et al. 2020): a negative-advantage token's ratio counts at most `delta`, so one stale token
+    # cannot dominate the loss; TRL's own `delta` (its two-sided clip is exactly dual-clip). The reference
+    # (EasyR1) uses 3.0: recipe=paper sets it; None (the CPU default and TRL's) leaves plain PPO clipping
+    delta: float | None = None
     scale_rewards: str = "group"
 
     def __post_init__(self) -> None:
@@ -377,6 +381,9 @@ class AlgorithmConfig:
         check_range("algorithm.epsilon", self.epsilon, 0.0, 1.0, low_open=True)
         check_range("algorithm.epsilon_high", self.epsilon_high, 0.0, 1.0, low_open=True)
         check_range("algorithm.beta", self.beta, 0.0)
+        if self.delta is not None and self.delta <= 1 + self.epsilon_high:
+            raise ValueError(f"algorithm.delta={self.delta} must exceed 1 + algorithm.epsilon_high = "
+                             f"{1 + self.epsilon_high:g} (the dual-clip bound sits above the PPO clip), or be null")
         check_choice("algorithm.importance_sampling_level", self.importance_sampling_level, ("token", "sequence"))
         check_choice("algorithm.scale_rewards", self.scale_rewards, ("group", "batch", "none"))
         if self.name == "care" and self.loss_type not in TOKEN_LEVEL_LOSSES:

@@ -130,7 +130,9 @@ def test_presets_write_only_what_they_change():
     defaults = AlgorithmConfig()
     for path in sorted((ROOT / "conf" / "algorithm").glob("*.yaml")):
         for key, value in yaml.safe_load(path.read_text())["algorithm"].items():
-            assert key == "name" or value != getattr(defaults, key), f"{path.name}: {key}={value} is the default"
+            undoes_the_recipe = path.name == "grpo_trl.yaml" and key == "delta"  # recipe=paper sets it
+            assert key == "name" or undoes_the_recipe or value != getattr(defaults, key), \
+                f"{path.name}: {key}={value} is the default"
 
 
 # Keys that name the option a group file is (its identity), allowed to equal the default.
@@ -165,7 +167,10 @@ def test_real_backbones_get_the_paper_recipe_unless_overridden():
     assert (rl.prompts_per_rollout, rl.prompts_per_update, rl.num_generations) == (512, 128, 8)
     assert (rl.max_prompt_length, rl.max_completion_length, rl.compute_dtype) == (2048, 2048, "bfloat16")
     assert (paper.backbone.dtype, paper.parallel.strategy, paper.rollout.engine) == ("float32", "fsdp", "vllm")
-    assert paper.algorithm == tiny.algorithm and paper.rgr == tiny.rgr  # loss and RGR decode: one set
+    from dataclasses import replace
+
+    # loss and RGR decode: one set, but for the reference's dual-clip, which the recipe alone adds
+    assert paper.algorithm == replace(tiny.algorithm, delta=3.0) and paper.rgr == tiny.rgr
     for backbone in ("qwen2_5_vl_3b", "qwen3_vl_8b"):
         assert compose_cfg(f"backbone={backbone}").rl == rl
     mine = compose_cfg("backbone=qwen2_5_vl_7b", "rl.learning_rate=2e-6", "parallel=zero3", "rollout=hf")
@@ -242,3 +247,18 @@ def test_grpo_args_carry_the_recipe_into_trl(tmp_path):
     tiny = grpo_args(compose_cfg(), tmp_path)  # today's CPU layout: one update per rollout batch
     assert (tiny.per_device_train_batch_size, tiny.gradient_accumulation_steps, tiny.steps_per_generation) == (64, 1, 1)
     assert (tiny.weight_decay, tiny.learning_rate, tiny.bf16) == (0.0, 3e-4, False)
+
+
+def test_the_paper_recipe_sets_the_reference_loss_details_and_grpo_trl_keeps_trls():
+    """Dual-clip 3.0 and no importance-sampling correction for vLLM rollouts, in recipe=paper only."""
+    from care.trainer.build import grpo_args
+
+    paper = compose_cfg("backbone=qwen2_5_vl_7b")
+    assert (paper.algorithm.delta, paper.rollout.vllm_importance_sampling_correction) == (3.0, False)
+    assert compose_cfg("backbone=qwen2_5_vl_7b", "algorithm=grpo").algorithm.delta == 3.0  # GRPO shares CARE's loss
+    assert compose_cfg("backbone=qwen2_5_vl_7b", "algorithm=grpo_trl").algorithm.delta is None
+    cpu = compose_cfg()
+    assert (cpu.algorithm.delta, cpu.rollout.vllm_importance_sampling_correction) == (None, True)
+    assert grpo_args(compose_cfg("algorithm.delta=3.0"), Path("/tmp/unused")).delta == 3.0
+    with pytest.raises(Exception, match="algorithm.delta=1.2 must exceed 1 \\+ algorithm.epsilon_high = 1.3"):
+        compose_cfg("algorithm.delta=1.2")

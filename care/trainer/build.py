@@ -99,7 +99,7 @@ def grpo_args(cfg: Config, output_dir: Path):
         num_generations=rl.num_generations, temperature=rl.temperature, top_p=rl.top_p,
         max_completion_length=rl.max_completion_length, beta=algo.beta, epsilon=algo.epsilon,
         epsilon_high=algo.epsilon_high, loss_type=algo.loss_type, scale_rewards=algo.scale_rewards,
-        importance_sampling_level=algo.importance_sampling_level,
+        importance_sampling_level=algo.importance_sampling_level, delta=algo.delta,
         mask_truncated_completions=algo.mask_truncated_completions,
         reward_weights=[rl.accuracy_weight, rl.format_weight] if rl.format_weight > 0 else [rl.accuracy_weight],
         logging_steps=rl.logging_steps, save_strategy="steps", save_steps=rl.save_steps, save_total_limit=2,
