@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from analysis.calibration import ITEMS, SEED_SD, WORSE, difficulty, known_cell
 from analysis.collect import collect
 from analysis.fake_runs import draw_verdicts, item_accuracy, write_run
 from analysis.power import main as power_main
@@ -18,7 +19,6 @@ from analysis.power import pilot, power_at, seeds_needed
 from analysis.samples import verdicts
 from analysis.tables import factor_table, main_table
 from analysis.uncertainty import (
-    Items,
     Sample,
     bootstrap,
     column_sample,
@@ -28,20 +28,12 @@ from analysis.uncertainty import (
     probability_of_improvement,
 )
 
-ITEMS = 200
-DIFFICULTY = np.random.default_rng(7).normal(0.0, 1.5, ITEMS)  # one benchmark: every run sees these items
-SEED_SD = 0.3  # logits: a run's score scatters about 7 points over seeds, twice its items' sampling noise
-WORSE = -1.5  # "noisy rewards": a known-worse config (about 26 points lower)
+DIFFICULTY = difficulty()  # one benchmark: every run sees these items
 
 
 def drawn_cell(rng, skill: float, seeds, source: str | None = "cold-start") -> Sample:
-    """A cell whose runs' verdicts come from the known model: run skill = skill + N(0, SEED_SD)."""
-    correct = np.vstack([draw_verdicts(rng, DIFFICULTY, skill + rng.normal(0, SEED_SD))[0] for _ in seeds])
-    correct = correct.astype(float)
-    scores = 100 * correct.mean(axis=1)
-    ids = tuple(f"synthetic-{i}" for i in range(ITEMS))
-    return Sample(list(seeds), scores, {"synthetic": scores}, [source] * len(seeds),
-                  {"synthetic": Items(ids, correct)})
+    """A cell whose runs' verdicts come from the known model (analysis.calibration)."""
+    return known_cell(rng, DIFFICULTY, skill, seeds, source=source)
 
 
 def write_drawn_runs(root, rng, name: str, skill: float, seeds, sweep: str = "control", algorithm: str = "care",
@@ -118,7 +110,8 @@ def test_iqm_from_five_seeds_only():
 def test_controls_over_many_draws_of_the_known_model():
     """The marks' error rates, measured: 200 pairs of cells of one config under two labels (3 seeds each,
     different seeds) and 200 of the known-worse config against it. A 95% CI should resolve about 5% of the
-    first (a percentile bootstrap of 3 seeds resolves more: docs/benchmarks.md) and most of the second."""
+    first (a percentile bootstrap of 3 seeds resolves more: python -m analysis.calibration) and most of the
+    second."""
     rng = np.random.default_rng(11)
     same = [compare(drawn_cell(rng, 0.0, range(3)), drawn_cell(rng, 0.0, range(3, 6))) for _ in range(200)]
     worse = [compare(drawn_cell(rng, WORSE, range(3)), drawn_cell(rng, 0.0, range(3, 6))) for _ in range(200)]
@@ -234,3 +227,11 @@ def test_power_from_pilot_runs(tmp_path, capsys):
     assert "unpaired" in printed and "paired by seed" in printed and "seeds per cell" in printed
     assert seeds_needed(5.0, found.seed_var, found.item_var) is not None
     assert isinstance(pd.Series([found.item_var]).iloc[0], float)
+
+
+def test_calibration_report_runs(capsys):
+    from analysis.calibration import main as calibration_main
+
+    assert calibration_main(["--draws", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("| same config, two labels: resolved |") == 4 and "seeds needed for a" in printed
