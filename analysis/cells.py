@@ -326,6 +326,8 @@ def uncertainty_note(stats: pd.DataFrame, reference: str | None = None) -> str:
         note += (f" {RESOLVED_ABOVE} / {RESOLVED_BELOW}: resolved above / below {reference} (the 95% CI of Δ "
                  "excludes 0; paired by seed where runs share a cold start); P(>): probability of improvement "
                  "over seeds (Agarwal et al., 2021).")
+        if (stats["delta_basis"] == "items").any():
+            note += " A Δ with one training seed a side covers items only and is never marked."
     if "iqm" in stats and stats["iqm"].notna().any():
         note += " IQM: interquartile mean over ≥ 5 seeds, percentile bootstrap CI."
     return note

@@ -23,7 +23,7 @@ so the interval errs wide, not narrow; a joint bootstrap of seeds and items woul
 Comparisons (`compare`): Δ = mean(a) - mean(b) with its interval. Runs that share a cold start
 (final.json `policy_source`) and a seed are paired: the seed component is then the spread of the per-seed
 differences. Items are always paired when both cells were scored on the same items. A difference is
-*resolved* when its 95% interval excludes 0. The probability of improvement is rliable's (Agarwal et al.,
+*resolved* when its 95% interval, which must cover seeds, excludes 0. The probability of improvement is rliable's (Agarwal et al.,
 "Deep RL at the edge of the statistical precipice", NeurIPS 2021, `rliable.metrics.probability_of_improvement`):
 P(X > Y) = the Mann-Whitney U statistic of the per-seed scores / (S_x S_y), ties counting one half, averaged
 over the benchmarks (tasks) the column covers. With ≥ 5 seeds a cell also gets the interquartile mean (IQM,
@@ -101,7 +101,9 @@ class Comparison:
 
     @property
     def resolved(self) -> bool:
-        return bool(self.low > 0 or self.high < 0)
+        """The 95% CI excludes 0, and it covers training seeds (with one seed a side their spread is
+        unknown: an items-only interval says nothing about the methods)."""
+        return "seeds" in self.basis and bool(self.low > 0 or self.high < 0)
 
 
 # ---------------------------------------------------------------- building samples from runs

@@ -235,3 +235,10 @@ def test_calibration_report_runs(capsys):
     assert calibration_main(["--draws", "5"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("| same config, two labels: resolved |") == 4 and "seeds needed for a" in printed
+
+
+def test_one_seed_a_side_is_never_resolved():
+    """With one training seed the seed spread is unknown: the Δ's interval covers items only, unmarked."""
+    rng = np.random.default_rng(12)
+    found = compare(drawn_cell(rng, WORSE, [0]), drawn_cell(rng, 0.0, [0]))
+    assert found.basis == "items" and found.high < 0 and not found.resolved
