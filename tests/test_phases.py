@@ -66,7 +66,8 @@ def test_a_local_sweep_builds_each_shared_phase_once_before_its_runs(tmp_path):
     assert finals[0]["base"]["extraction"] == "lenient"
     for job in ("0", "1"):
         run_log = (sweep / job / "run.log").read_text()
-        assert run_log.count("reusing") == 3, run_log  # cold start, before, base: nothing built in a run
+        assert run_log.count("[care.cache][INFO] - reusing") == 3, run_log  # cold start, before, base: nothing built
+        assert "1/5 cold start: reusing" in run_log and "2/5 before RL: reusing" in run_log  # and the headers say so
         assert sorted(p.name for p in (sweep / job / "eval").iterdir()) == \
             ["after-synthetic-seed0.jsonl", "base-synthetic-seed0.jsonl", "before-synthetic-seed0.jsonl"]
 
