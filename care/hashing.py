@@ -66,7 +66,7 @@ def hash_file(path: str | os.PathLike) -> str:
     return hasher.hexdigest()
 
 
-def _stat_key(st: os.stat_result) -> str:
+def stat_key(st: os.stat_result) -> str:
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
@@ -82,7 +82,7 @@ def file_digests(paths: list[str | os.PathLike]) -> list[str]:
     older than RACY_SECONDS (a write within the same mtime tick would otherwise go unseen).
     """
     stats = [os.stat(p) for p in paths]
-    keys = [_stat_key(st) for st in stats]
+    keys = [stat_key(st) for st in stats]
     known = _memo_read(set(keys))
     fresh: dict[str, str] = {}
     out = []
@@ -91,7 +91,7 @@ def file_digests(paths: list[str | os.PathLike]) -> list[str]:
             out.append(known.get(key) or fresh[key])
             continue
         value = hash_file(path)
-        if _stat_key(os.stat(path)) == key and time.time() - st.st_mtime > RACY_SECONDS:
+        if stat_key(os.stat(path)) == key and time.time() - st.st_mtime > RACY_SECONDS:
             fresh[key] = value
         out.append(value)
     _memo_write(fresh)

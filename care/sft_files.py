@@ -71,14 +71,36 @@ def content_digest(path: str | Path) -> str:
     hasher = hashlib.sha256()
     for file, file_hash in zip(files, file_digests(files), strict=True):
         hasher.update(f"{file.relative_to(root) if root.is_dir() else file.name}\0{file_hash}\n".encode())
-        refs = [value for record in read_records(file) if isinstance(record, dict)
-                for value in image_values(record) if referenced_path(value)]
+        refs = image_references(file)
         found = [locate(referenced_path(value), file.parent, folder)[1] for value in refs]
         present = sorted({f for f in found if f is not None})
         digests = dict(zip(present, file_digests(present), strict=True))
         for value, image in zip(refs, found, strict=True):
             hasher.update(f"{digests[image] if image else 'missing:' + referenced_path(value)}\n".encode())
     return hasher.hexdigest()[:16]
+
+
+_REFERENCES: dict[tuple[str, str], list] = {}  # (file, its stat key) -> the image values it names by path
+
+
+def image_references(file: Path) -> list:
+    """The image values `file`'s records name by path, in order. Remembered per process by the file's
+    stat key (care.hashing: any change to its bytes changes it), so the cold-start key computed by the
+    preflight, the phase header and the build parses a 200K-record set once, not each time; the images'
+    own bytes are digested afresh (memoised by their stat) every time."""
+    import time
+
+    from care.hashing import RACY_SECONDS, stat_key
+
+    st = Path(file).stat()
+    key = (str(Path(file).resolve()), stat_key(st))
+    if key in _REFERENCES:
+        return _REFERENCES[key]
+    references = [value for record in read_records(file) if isinstance(record, dict)
+                  for value in image_values(record) if referenced_path(value)]
+    if time.time() - st.st_mtime > RACY_SECONDS:  # as care.hashing: a file written this tick may change again
+        _REFERENCES[key] = references
+    return references
 
 
 def read_records(file: Path) -> list[dict]:

@@ -76,6 +76,31 @@ def test_the_content_digest_follows_the_files_bytes(tmp_path):
     assert content_digest(copy) != content_digest(SFT / "vision_r1_cold")
 
 
+def test_the_digest_parses_a_set_once_per_process_and_again_when_a_file_changes(tmp_path, monkeypatch):
+    """The cold-start key is computed by preflight, the phase header and the build: the records are parsed
+    once; an image's bytes still count every time, and an edited file is parsed again."""
+    import os
+
+    from care import sft_files
+
+    copy = tmp_path / "cold"
+    shutil.copytree(SFT / "vision_r1_cold", copy)
+    for path in copy.rglob("*"):
+        os.utime(path, (1_000_000_000, 1_000_000_000))  # old files: past the racy window
+    parsed = []
+    real = sft_files.read_records
+    monkeypatch.setattr(sft_files, "read_records", lambda file: parsed.append(file.name) or real(file))
+    first = content_digest(copy)
+    assert content_digest(copy) == first and len(parsed) == 2  # the two record files, once each
+    image = next((copy / "mulberry_images").rglob("*.png"))
+    image.write_bytes(image.read_bytes() + b"\0")
+    assert content_digest(copy) != first and len(parsed) == 2  # the image counts; no record file re-read
+    file = copy / "vision_r1_mulberry_sft_full.json"
+    file.write_text(file.read_text().replace("circle", "square"))
+    content_digest(copy)
+    assert parsed.count(file.name) == 2
+
+
 def write_jsonl(path: Path, records: list) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
