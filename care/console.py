@@ -13,6 +13,8 @@ import math
 import sys
 import time
 
+from transformers import TrainerCallback
+
 log = logging.getLogger("care.console")
 
 PLAIN_EVERY_S = 60.0
@@ -126,13 +128,7 @@ def quiet_trainer(trainer, title: str, fields=STEP_FIELDS):
     return trainer
 
 
-def _step_console_base():
-    from transformers import TrainerCallback
-
-    return TrainerCallback
-
-
-class StepConsole(_step_console_base()):
+class StepConsole(TrainerCallback):
     """A Trainer callback: `step_line` at each log, a `Progress` bar over the steps on a terminal."""
 
     def __init__(self, title: str, fields=STEP_FIELDS):
