@@ -379,7 +379,8 @@ def _looks_numeric(text: str) -> bool:
 
 
 def wide(stats: pd.DataFrame, keys: list[str], columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(display text, means) with one row per cell and one column per score column."""
+    """(display text, means) with one row per cell and one column per score column; a score whose Δ to its
+    reference row is resolved carries its mark (`mark_resolved`)."""
     cells = stats.drop_duplicates(keys)[keys].reset_index(drop=True)
     text, means = cells.copy(), cells.copy()
     indexed = stats.set_index([*keys, "column"])
@@ -388,7 +389,7 @@ def wide(stats: pd.DataFrame, keys: list[str], columns: list[str]) -> tuple[pd.D
         text[column_label(column)] = [format_score(r["mean"], r["std"], r["n"], low=r.get("low", np.nan),
                                                    high=r.get("high", np.nan)) for r in rows]
         means[column_label(column)] = [r["mean"] for r in rows]
-    return text, means
+    return mark_resolved(text, stats, keys, columns), means
 
 
 def best_style(means: pd.DataFrame, value_columns: list[str], group: str = "backbone") -> pd.DataFrame:

@@ -34,7 +34,6 @@ from analysis.cells import (
     format_paper,
     format_score,
     is_true,
-    mark_resolved,
     order_rows,
     require_full_grid,
     row_above,
@@ -71,16 +70,20 @@ def main_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Se
     stats = order_rows(stats, "method", METHOD_ORDER)
     stats = with_comparisons(stats, compare_cells(finished, keys, columns, versus("method", BASELINE),
                                                   label=lambda cell: cell["method"]), keys)
-    stats["paper"] = [paper.MAIN.get((b, m), {}).get(c.split(".", 1)[1]) for b, m, c in
-                      zip(stats["backbone"], stats["method"], stats["column"], strict=True)]
+    stats["paper"] = published_scores(stats, paper.MAIN)
     text, means = wide(stats, keys, columns)
-    text = mark_resolved(text, stats, keys, columns)
     labels = [column_label(c) for c in columns]
     style = best_style(means, labels)
     text, style = with_paper_rows(text, style, columns)
     text, style = add_comparison_columns(text, style, stats, keys, BASELINE)
     caption = "After-RL accuracy (%), mean ± std over seeds; paper rows in italics." + uncertainty_note(stats, BASELINE)
     return finish_table("main", caption, text, style, stats, {"backbone": "Backbone", "method": "Method"})
+
+
+def published_scores(stats: pd.DataFrame, published: dict) -> list:
+    """The paper's number for each (backbone, method, score column) row of `stats`; None where it gives none."""
+    return [published.get((b, m), {}).get(c.split(".", 1)[1]) for b, m, c in
+            zip(stats["backbone"], stats["method"], stats["column"], strict=True)]
 
 
 def base_stats(finished: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -142,10 +145,8 @@ def table1(runs: pd.DataFrame, curves: pd.DataFrame | None = None, seeds: Seeds 
     stats = order_rows(stats, "method", TABLE1_ROWS)
     stats = with_comparisons(stats, compare_cells(finished, keys, columns, versus("method", BASELINE),
                                                   label=lambda cell: cell["method"]), keys)
-    stats["paper"] = [paper.TABLE1.get((b, m), {}).get(c.split(".", 1)[1]) for b, m, c in
-                      zip(stats["backbone"], stats["method"], stats["column"], strict=True)]
+    stats["paper"] = published_scores(stats, paper.TABLE1)
     text, means = wide(stats, keys, columns)
-    text = mark_resolved(text, stats, keys, columns)
     style = best_style(means, [column_label(c) for c in columns])
     text, style = with_paper_rows(text, style, columns, paper.TABLE1)
     text, style = add_comparison_columns(text, style, stats, keys, BASELINE)
@@ -228,7 +229,6 @@ def components_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None, see
     stats = with_comparisons(stats, compare_cells(finished, keys, columns, row_above(stats, keys),
                                                   label=lambda cell: cell["method"]), keys)
     text, means = wide(stats, keys, columns)
-    text = mark_resolved(text, stats, keys, columns)
     style = best_style(means, [column_label(c) for c in columns])
     macro = means["Macro"] if "Macro" in means else pd.Series(np.nan, index=means.index)
     published = pd.Series([paper.MAIN.get((b, m), {}).get("macro") for b, m in
@@ -274,7 +274,6 @@ def factor_table(runs: pd.DataFrame, *, name: str, sweep: str, factor: str, labe
         stats = with_comparisons(stats, compare_cells(finished, keys, columns, versus(label, reference[0]),
                                                       label=lambda cell: reference[1]), keys)
     text, means = wide(stats, keys, columns)
-    text = mark_resolved(text, stats, keys, columns)
     scored = [column_label(c) for c in columns if c.startswith("after.") or bold_extra]
     style = best_style(means, scored)
     if paper_column:
