@@ -184,9 +184,9 @@ def test_with_prefix_trains_only_the_continuation_and_rescores_reference_logps(c
         assert trained[0] == 0 and trained[-1] == 1  # context first, then the decoded continuation
         assert trained.diff().ge(0).all()  # one switch from context to continuation
     # reference log-probs of spliced rows are recomputed on exactly the spliced tokens
-    from care.trainer.repair import _select_rows
+    from care.trainer.batch_rows import take_rows
     from care.trainer.trl_surface import forward_kwargs
-    subset = _select_rows(after, rows)
+    subset = take_rows([after], [(0, row) for row in rows], trainer.processing_class.tokenizer.pad_token_id)
     ids = torch.cat([subset["prompt_ids"], subset["completion_ids"]], dim=1)
     mask = torch.cat([subset["prompt_mask"], subset["completion_mask"]], dim=1)
     with torch.no_grad():

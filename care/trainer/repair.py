@@ -28,15 +28,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from trl.trainer.utils import split_pixel_values_by_grid, unsplit_pixel_values_by_grid
 
 from care.config import RGRConfig
 from care.repair import repair_context
+from care.trainer.batch_rows import pad_widths, take_rows
 from care.trainer.trl_surface import LOSS_MASK, forward_kwargs
-
-# per-token tensors that follow the completion width, with the value that pads them
-COMPLETION_WIDTH_KEYS = {"completion_ids": None, "completion_mask": 0, "tool_mask": 0, LOSS_MASK: 0,
-                         "old_per_token_logps": 0.0, "ref_per_token_logps": 0.0, "sampling_per_token_logps": 0.0}
 
 
 @dataclass
@@ -169,7 +165,7 @@ class ReflectionResampler:
         width = max(batch["completion_ids"].size(1), *(len(ids) for ids in spliced))
         if LOSS_MASK not in batch:
             batch[LOSS_MASK] = torch.ones_like(batch["completion_mask"])
-        _widen(batch, width, pad_token_id)
+        pad_widths(batch, batch["prompt_ids"].size(1), width, pad_token_id)
         device = batch["completion_ids"].device
         index = torch.tensor(rows, device=device)
         batch["completion_ids"][index] = pad_token_id
@@ -192,7 +188,7 @@ class ReflectionResampler:
         if not policy_keys and "ref_per_token_logps" not in batch:
             return
         trainer = self.trainer
-        subset = _select_rows(batch, rows)
+        subset = take_rows([batch], [(0, row) for row in rows], self.trainer._tokenizer.pad_token_id)
         args = (torch.cat([subset["prompt_ids"], subset["completion_ids"]], dim=1),
                 torch.cat([subset["prompt_mask"], subset["completion_mask"]], dim=1), subset["completion_ids"].size(1))
         if policy_keys:
@@ -213,36 +209,3 @@ class ReflectionResampler:
         with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
             logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, *args, **forward_kwargs(subset))
         return logps
-
-
-def _widen(batch: dict, width: int, pad_token_id: int) -> None:
-    """Right-pad every completion-width tensor (and per-token multimodal ids) to `width`."""
-    for key, value in COMPLETION_WIDTH_KEYS.items():
-        tensor = batch.get(key)
-        if tensor is None or tensor.size(1) >= width:
-            continue
-        fill = pad_token_id if value is None else value
-        batch[key] = torch.nn.functional.pad(tensor, (0, width - tensor.size(1)), value=fill)
-    ratio = batch.get("importance_sampling_ratio")
-    if ratio is not None and ratio.size(1) > 1 and ratio.size(1) < width:  # token-level ratio
-        batch["importance_sampling_ratio"] = torch.nn.functional.pad(ratio, (0, width - ratio.size(1)), value=1.0)
-    total = batch["prompt_ids"].size(1) + width
-    for key in ("token_type_ids", "mm_token_type_ids"):
-        tensor = batch.get(key)
-        if tensor is not None and tensor.size(1) < total:
-            batch[key] = torch.nn.functional.pad(tensor, (0, total - tensor.size(1)), value=0)
-
-
-def _select_rows(batch: dict, rows: list[int]) -> dict:
-    """The sub-batch of `rows`, images included (TRL's per-sample pixel split handles every layout)."""
-    size = batch["completion_ids"].size(0)
-    split = split_pixel_values_by_grid(dict(batch))
-    subset = {}
-    for key, value in split.items():
-        if isinstance(value, torch.Tensor) and value.ndim >= 1 and value.size(0) == size:
-            subset[key] = value[rows]
-        elif isinstance(value, list) and len(value) == size:
-            subset[key] = [value[row] for row in rows]
-        else:
-            subset[key] = value
-    return unsplit_pixel_values_by_grid(subset)
