@@ -374,6 +374,12 @@ class AlgorithmConfig:
     # (EasyR1) uses 3.0: recipe=paper sets it; None (the CPU default and TRL's) leaves plain PPO clipping
     delta: float | None = None
     scale_rewards: str = "group"
+    # DAPO's dynamic sampling (docs/method.md §6, care.trainer.dynamic_sampling): groups whose rewards are all
+    # equal leave the batch and rounds of fresh prompts fill their slots, at most `max_sampling_rounds` rounds
+    # of one rollout batch each (DAPO's verl recipe: 10 rounds of 3x its batch); after the last round the
+    # step trains on the groups kept. On in conf/algorithm/dapo.yaml; any algorithm may turn it on
+    dynamic_sampling: bool = False
+    max_sampling_rounds: int = 10
 
     def __post_init__(self) -> None:
         check_choice("algorithm.name", self.name, ALGORITHMS)
@@ -386,6 +392,11 @@ class AlgorithmConfig:
                              f"{1 + self.epsilon_high:g} (the dual-clip bound sits above the PPO clip), or be null")
         check_choice("algorithm.importance_sampling_level", self.importance_sampling_level, ("token", "sequence"))
         check_choice("algorithm.scale_rewards", self.scale_rewards, ("group", "batch", "none"))
+        check_range("algorithm.max_sampling_rounds", self.max_sampling_rounds, 1)
+        if self.dynamic_sampling and self.loss_type not in TOKEN_LEVEL_LOSSES:
+            raise ValueError(f"algorithm.dynamic_sampling=true with algorithm.loss_type={self.loss_type!r}: slots left "
+                             f"empty are masked out, which a per-sequence mean would still count; choose one of "
+                             f"{', '.join(TOKEN_LEVEL_LOSSES)}")
         if self.name == "care" and self.loss_type not in TOKEN_LEVEL_LOSSES:
             raise ValueError(f"algorithm.loss_type={self.loss_type!r} with algorithm.name='care': a per-sequence mean "
                              f"would count rollouts outside the subgroup; choose one of {', '.join(TOKEN_LEVEL_LOSSES)}")

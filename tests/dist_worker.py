@@ -50,3 +50,38 @@ def run_rank(rank: int, world: int, port: int, cache_dir: str, out_dir: str) -> 
     from care.distributed import leave_process_group
 
     leave_process_group()
+
+
+def run_dynamic_rank(rank: int, world: int, port: int, cache_dir: str, out_dir: str) -> None:
+    """DAPO's dynamic sampling on 2 ranks, 3 prompts x G=4: the middle group straddles the ranks."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), WANDB_MODE="disabled",
+                      HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    torch.set_num_threads(1)
+    from care.trainer.trl_surface import trained_tokens
+    from tests.trainer_helpers import build_tiny_trainer, half_the_prompts_teach, tiny_config
+
+    cfg = tiny_config(Path(cache_dir), "dapo", steps=1, prompts_per_rollout=3, num_generations=4)
+    cfg.algorithm.mask_truncated_completions = False
+    trainer = build_tiny_trainer(cfg, Path(out_dir) / f"trainer{rank}", reward_funcs=(half_the_prompts_teach,))
+    rounds, outputs = [], []
+    sample, step = trainer.sample, trainer._generate_and_score_completions
+
+    def recording_sample(inputs, read_features):
+        rollouts = sample(inputs, read_features)
+        rounds.append({"ids": [row["id"] for row in inputs], "completion_ids": rollouts.batch["completion_ids"],
+                       "completion_mask": rollouts.batch["completion_mask"],
+                       "rewards": rollouts.rewards_per_func[:, 0].cpu()})
+        return rollouts
+    trainer.sample = recording_sample
+    trainer._generate_and_score_completions = lambda inputs: outputs.append(step(inputs)) or outputs[-1]
+    trainer.train()
+    local = outputs[-1]
+    torch.save({"rounds": rounds, "completion_ids": local["completion_ids"], "completion_mask": local["completion_mask"],
+                "trained": trained_tokens(local), "num_items": local["num_items_in_batch"],
+                "logged": {k: v for k, v in trainer.state.log_history[0].items() if k.startswith("dynamic/")}},
+               Path(out_dir) / f"rank{rank}.pt")
+    from care.distributed import leave_process_group
+
+    leave_process_group()

@@ -103,8 +103,10 @@ def test_grpo_shares_cares_loss_settings_and_grpo_trl_is_trls():
     care, grpo = compose_cfg("algorithm=care").algorithm, compose_cfg("algorithm=grpo").algorithm
     assert replace(grpo, name="care") == care and (care.beta, care.epsilon, care.epsilon_high) == (0.01, 0.2, 0.3)
     trl = GRPOConfig(output_dir="/tmp/unused", use_cpu=True)
-    for key, value in asdict(compose_cfg("algorithm=grpo_trl").algorithm).items():
-        if key == "name":
+    trl_algorithm = compose_cfg("algorithm=grpo_trl").algorithm
+    assert not trl_algorithm.dynamic_sampling  # TRL has none: every group trains, as stock TRL's
+    for key, value in asdict(trl_algorithm).items():
+        if key in ("name", "dynamic_sampling", "max_sampling_rounds"):
             continue
         expected = getattr(trl, key)
         if key == "epsilon_high" and expected is None:  # TRL: None means "same as epsilon"

@@ -57,3 +57,36 @@ def test_two_processes_decide_like_one(cache_dir, tmp_path):
         assert torch.equal(data["loss_mask"].amax(dim=1).bool(), flat_in[rows])
         sums = data["local_advantages"].sum(dim=1)
         assert torch.allclose(sums, single.advantages.reshape(-1)[rows].float(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_processes_fill_dynamic_sampling_slots_without_moving_rollouts(cache_dir, tmp_path):
+    """Both ranks draw the same rounds and make the same fill; each trains rows its own rounds made,
+    the straddling middle group only from the middle slot of a round."""
+    from care.config import BackboneConfig
+    from care.models import resolve_backbone
+    from tests.dist_worker import run_dynamic_rank
+    resolve_backbone(BackboneConfig(), cache_dir)
+
+    mp.spawn(run_dynamic_rank, args=(2, _free_port(), str(cache_dir), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert ranks[0]["logged"] == ranks[1]["logged"] and ranks[0]["logged"]["dynamic/rounds"] >= 2
+    assert len(ranks[0]["rounds"]) == len(ranks[1]["rounds"]) == ranks[0]["logged"]["dynamic/rounds"]
+    for a, b in zip(ranks[0]["rounds"], ranks[1]["rounds"], strict=True):  # same gathered rewards, same prompts
+        assert torch.equal(a["rewards"], b["rewards"])
+        assert a["ids"][-2:] == b["ids"][:2]  # the middle group: rows 4-7, two on each rank
+    assert ranks[0]["num_items"] == ranks[1]["num_items"] == sum(int(r["trained"].sum()) for r in ranks)
+    for rank, data in enumerate(ranks):
+        made = {}  # every row this rank generated: tokens -> (round, local row)
+        for index, batch in enumerate(data["rounds"]):
+            for row, (ids, mask) in enumerate(zip(batch["completion_ids"], batch["completion_mask"], strict=True)):
+                made[tuple(ids[mask.bool()].tolist())] = (index, row)
+        sources = [made[tuple(ids[mask.bool()].tolist())]
+                   for ids, mask in zip(data["completion_ids"], data["completion_mask"], strict=True)]
+        straddling = [4, 5] if rank == 0 else [0, 1]
+        assert all(sources[row][1] == row for row in straddling)  # the middle group never moves
+        for row, (index, source_row) in enumerate(sources):  # trained rows come from groups with signal
+            if data["trained"][row].any():
+                first = (rank * 6 + source_row) // 4 * 4
+                rewards = data["rounds"][index]["rewards"][first:first + 4]
+                assert rewards.max() > rewards.min()

@@ -34,6 +34,13 @@ def parity_reward(completions, **kwargs) -> list[float]:
     return [float(len(c if isinstance(c, str) else c[0]["content"]) % 2) for c in completions]
 
 
+def half_the_prompts_teach(prompts, completions, id, **kwargs) -> list[float]:
+    """Parity of the response length for half of the prompts (by id); 0 for the rest, whose groups
+    then carry no signal: dynamic sampling's round 1 leaves slots for later rounds to fill."""
+    return [float(len(c[0]["content"]) % 2) if sum(map(ord, str(i))) % 2 else 0.0
+            for i, c in zip(id, completions, strict=True)]
+
+
 def build_tiny_trainer(cfg: Config, out_dir: Path, reward_funcs=(parity_reward,)):
     from datasets import Dataset
 

@@ -145,4 +145,6 @@ def build_trainer(cfg: Config, policy_dir: str, processor, train_dataset, output
                            train_dataset=train_dataset, processing_class=processor,
                            callbacks=[*callbacks, sharding_check],
                            algorithm=cfg.algorithm.name, care_config=CareConfig(**asdict(cfg.care)), seed=cfg.seed,
-                           rgr=cfg.rgr)
+                           rgr=cfg.rgr,
+                           max_sampling_rounds=cfg.algorithm.max_sampling_rounds if cfg.algorithm.dynamic_sampling
+                           else None)

@@ -16,9 +16,10 @@ CareGRPOTrainer's `_generate_and_score_completions` hands each training batch of
    narrowed to the subgroup, so rollouts outside it leave the loss and its token normaliser;
 8. loss inputs: that mask folded into the `tool_mask` TRL's loss reads (`trl_surface.loss_inputs`).
 
-GRPO, DAPO and GSPO stop after step 2: TRL's advantages stand, and the same signal metrics are
-logged on them. Step 2 is where DAPO's dynamic sampling belongs: sample again, keep groups whose
-rewards differ, until the batch is full (`sample` returns one round as `Rollouts`).
+With `algorithm.dynamic_sampling` (DAPO's; any algorithm), step 2 goes on sampling rounds of
+fresh prompts until every group of the batch has rewards that differ, or the rounds run out
+(care.trainer.dynamic_sampling). GRPO, DAPO and GSPO stop after step 2: TRL's advantages stand,
+and the same signal metrics are logged on them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from care.objective import (
     think_len_for_ranking,
     token_advantages,
 )
+from care.trainer.dynamic_sampling import DynamicSampler, groups_with_signal
 from care.trainer.features import FeatureReader, Features
 from care.trainer.repair import ReflectionResampler
 from care.trainer.spans import SpanFinder
@@ -89,7 +91,7 @@ class CareStep:
     """The step for every algorithm; `run` is the whole of it. `trainer` is the CareGRPOTrainer."""
 
     def __init__(self, trainer, algorithm: str, care_config: CareConfig, rgr: RGRConfig, seed: int,
-                 accuracy_reward_index: int):
+                 accuracy_reward_index: int, max_sampling_rounds: int | None = None):
         self.trainer = trainer
         self.algorithm = algorithm
         self.care_config = care_config
@@ -101,14 +103,26 @@ class CareStep:
             return trainer.accelerator.unwrap_model(trainer.model).get_decoder().norm
         self.feature_reader = FeatureReader(self.span_finder, final_norm)
         self.resampler = ReflectionResampler(trainer, rgr, self.repair_verdicts) if rgr.enabled else None
+        self.dynamic_sampler = None  # max_sampling_rounds None: dynamic sampling off
+        if max_sampling_rounds is not None:
+            self.dynamic_sampler = DynamicSampler(
+                max_sampling_rounds, trainer.num_generations, self.span_finder, trainer._tokenizer.pad_token_id,
+                signal=lambda per_func: groups_with_signal(self.verdicts(per_func)[0].view(-1, trainer.num_generations)))
         self.last_objective = None  # the latest batch's objective result (all processes), for tests
 
     def run(self, inputs: list[dict]) -> dict:
         """The batch TRL trains on, from this process's rows of one generation batch."""
         trainer, cfg, group = self.trainer, self.care_config, self.trainer.num_generations
-        # 1-2. rollouts and verification: TRL generates and scores, CARE records what it reads
+        # 1-2. rollouts and verification: TRL generates and scores, CARE records what it reads;
+        # with dynamic sampling, more rounds fill the slots of groups whose rewards are all equal
         self.seed_sampling()
-        rollouts = trainer.sample(inputs, read_features=self.algorithm == "care" and self.trl_runs_old_logp_forward())
+        rollouts = trainer.sample(inputs, read_features=self.reads_features_in_sampling())
+        if self.dynamic_sampler is not None:
+            rollouts, metrics = self.dynamic_sampler.fill(rollouts, self.sample_round,
+                                                          trainer.accelerator.process_index,
+                                                          trainer.accelerator.num_processes)
+            for name, value in metrics.items():  # dynamic/rounds, kept_fraction, filled_fraction
+                trainer._metrics["train"][name].append(value)
         batch = rollouts.batch
         rewards, correct = self.verdicts(rollouts.rewards_per_func)
         if self.algorithm != "care":
@@ -155,13 +169,35 @@ class CareStep:
         return loss_inputs(batch)
 
     # ------------------------------------------------------------------ steps 1-3
-    def seed_sampling(self) -> None:
-        """Sampling depends on (seed, step, rank) only, not on how the process got here: a run
-        resumed from a checkpoint draws exactly the rollouts an uninterrupted run draws, whatever
-        else consumed random numbers before this step in either process."""
+    def seed_sampling(self, round_index: int = 0) -> None:
+        """Sampling depends on (seed, step, round, rank) only, not on how the process got here: a
+        run resumed from a checkpoint draws exactly the rollouts an uninterrupted run draws,
+        whatever else consumed random numbers before this step in either process."""
         trainer = self.trainer
         torch.manual_seed((self.seed * 1_000_003 + trainer.state.global_step) * 1_009
-                          + trainer.accelerator.process_index + 1)
+                          + trainer.accelerator.process_index + 1 + round_index * 7_919_000_003)
+
+    def reads_features_in_sampling(self) -> bool:
+        return self.algorithm == "care" and self.trl_runs_old_logp_forward()
+
+    def sample_round(self, round_index: int) -> Rollouts:
+        """Dynamic sampling's round `round_index` (1, 2, ...): fresh prompts drawn by (seed, step,
+        round), the same on every process, G rows each, laid out over processes as TRL lays out
+        a generation batch; then generated and scored as round 1 is."""
+        trainer = self.trainer
+        accelerator, group = trainer.accelerator, trainer.num_generations
+        local_rows = trainer.args.per_device_train_batch_size * trainer.args.steps_per_generation
+        n_prompts = local_rows * accelerator.num_processes // group
+        dataset = trainer.train_dataset
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + trainer.state.global_step) * 1_009
+                                                  + round_index)
+        if n_prompts <= len(dataset):
+            prompts = torch.randperm(len(dataset), generator=generator)[:n_prompts]
+        else:
+            prompts = torch.randint(len(dataset), (n_prompts,), generator=generator)
+        rows = prompts.repeat_interleave(group)[self.process_slice(local_rows)]
+        self.seed_sampling(round_index)
+        return trainer.sample([dataset[int(row)] for row in rows], read_features=self.reads_features_in_sampling())
 
     def trl_runs_old_logp_forward(self) -> bool:
         """Whether TRL's generate-and-score runs an old-policy forward (several updates per rollout batch, vLLM)."""
@@ -201,7 +237,9 @@ class CareStep:
         self.last_objective = result
         self.log_signal(signal_metrics(result, correct.view(-1, group), think_len=think_all.view(-1, group),
                                        k_hist=self.care_config.k))
-        return batch
+        if LOSS_MASK in batch:  # dynamic sampling left slots empty: their rows are out of the loss
+            batch["num_items_in_batch"] = self.trainer.accelerator.gather(trained_tokens(batch).sum()).sum()
+        return loss_inputs(batch)
 
     def log_signal(self, metrics: dict[str, float]) -> None:
         logged = self.trainer._metrics["train"]

@@ -29,10 +29,12 @@ class CareGRPOTrainer(ResumableTrainer, GRPOTrainer):
     """
 
     def __init__(self, *args, algorithm: str, care_config: CareConfig, seed: int = 0,
-                 accuracy_reward_index: int = 0, rgr: RGRConfig | None = None, **kwargs):
+                 accuracy_reward_index: int = 0, rgr: RGRConfig | None = None,
+                 max_sampling_rounds: int | None = None, **kwargs):
+        """`max_sampling_rounds`: DAPO's dynamic sampling with at most this many rounds; None: off."""
         super().__init__(*args, **kwargs)
         rgr = rgr if rgr is not None else RGRConfig(enabled=False)
-        self.care_step = CareStep(self, algorithm, care_config, rgr, seed, accuracy_reward_index)
+        self.care_step = CareStep(self, algorithm, care_config, rgr, seed, accuracy_reward_index, max_sampling_rounds)
         self._sampling: Rollouts | None = None  # the round `sample` is running, while it runs
 
     def _generate_and_score_completions(self, inputs):

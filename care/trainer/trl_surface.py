@@ -132,6 +132,8 @@ ATTRIBUTES = (
     Attribute("accelerator", "gather, process index, unwrap_model"),
     Attribute("model", "the policy; its decoder's final norm carries the feature hook"),
     Attribute("state", "global_step seeds sampling and subgroup tie-breaks"),
+    Attribute("train_dataset", "dynamic sampling draws its extra rounds' prompts from it (rows as the dataloader "
+                               "yields them: TRL's collator is the identity)"),
     Attribute("optimizer", "CPU multi-process resume"),
     Attribute("lr_scheduler", "CPU multi-process resume"),
     Attribute("is_fsdp_enabled", "resume falls back to TRL under FSDP"),
@@ -141,14 +143,16 @@ ATTRIBUTES = (
 CONFIG_FIELDS = (
     Attribute("steps_per_generation", "whether TRL runs an old-log-prob forward"),
     Attribute("gradient_accumulation_steps", "whether TRL runs an old-log-prob forward"),
-    Attribute("per_device_train_batch_size", "chunk size of CARE's own features forward"),
+    Attribute("per_device_train_batch_size", "chunk size of CARE's own features forward; rows per round"),
     Attribute("world_size", "CPU multi-process resume"),
     Attribute("device", "CPU multi-process resume"),
 )
 
 UTILITIES = (  # module-level helpers imported from trl
-    ("trl.trainer.utils", "split_pixel_values_by_grid", "RGR selects spliced rows of a multimodal batch"),
-    ("trl.trainer.utils", "unsplit_pixel_values_by_grid", "RGR selects spliced rows of a multimodal batch"),
+    ("trl.trainer.utils", "split_pixel_values_by_grid",
+     "care.trainer.batch_rows picks and merges rows of multimodal batches (RGR, dynamic sampling)"),
+    ("trl.trainer.utils", "unsplit_pixel_values_by_grid",
+     "care.trainer.batch_rows picks and merges rows of multimodal batches (RGR, dynamic sampling)"),
     ("trl.trainer.utils", "use_adapter", "RGR's reference log-probs under PEFT"),
 )
 
