@@ -112,6 +112,18 @@ def _rows(batch):
                                                                     strict=True)]
 
 
+def _whole_rows(batch):
+    """Each row as a comparable whole: prompt tokens, completion tokens, advantage and image pixels."""
+    from trl.trainer.utils import split_pixel_values_by_grid
+
+    split = split_pixel_values_by_grid(dict(batch))
+    prompts = [tuple(ids[mask.bool()].tolist()) for ids, mask in zip(batch["prompt_ids"], batch["prompt_mask"],
+                                                                      strict=True)]
+    pixels = [tuple(p.flatten().tolist()) for p in split["pixel_values"]]
+    grids = [tuple(g.flatten().tolist()) for g in split["image_grid_thw"]]
+    return list(zip(prompts, _rows(batch), batch["advantages"].tolist(), pixels, grids, strict=True))
+
+
 def test_dapo_fills_its_batch_with_groups_whose_rewards_differ(cache_dir, tmp_path):
     trainer, recorder = _dapo(cache_dir, tmp_path)
     trainer.train()
@@ -124,13 +136,14 @@ def test_dapo_fills_its_batch_with_groups_whose_rewards_differ(cache_dir, tmp_pa
     assert output["completion_ids"].size(0) == 4 * group
     generated = {}
     for batch in recorder.rounds[-int(entry["dynamic/rounds"]):]:
-        generated.update(zip(_rows(batch), batch["advantages"].tolist(), strict=True))
-    assert all(generated[row] == advantage for row, advantage in zip(_rows(output), output["advantages"].tolist(),
-                                                                      strict=True))
+        generated.update(zip(_rows(batch), _whole_rows(batch), strict=True))
+    assert all(generated[row] == whole for row, whole in zip(_rows(output), _whole_rows(output), strict=True))
     trained = trained_tokens(output).amax(dim=1).bool().view(-1, group).all(dim=1)
     assert trained.float().mean().item() == pytest.approx(entry["dynamic/filled_fraction"])
     assert result.advantages.view(-1, group)[trained].abs().sum(dim=1).gt(0).all()
-    assert output["num_items_in_batch"] == trained_tokens(output).sum()
+    # the loss's token normaliser counts the merged batch, not the first round TRL counted
+    assert all(out["num_items_in_batch"] == trained_tokens(out).sum() for out in recorder.outputs)
+    assert [LOSS_MASK in out for out in recorder.outputs] == [e["dynamic/filled_fraction"] < 1 for e in logged[:2]]
 
 
 def test_when_rounds_run_out_the_step_trains_on_what_was_kept(cache_dir, tmp_path):

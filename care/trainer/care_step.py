@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from care.config import RGRConfig
+from care.config import AlgorithmConfig, RGRConfig
 from care.objective import (
     CareConfig,
     grpo_advantages,
@@ -41,6 +41,7 @@ from care.objective import (
 )
 from care.trainer.dynamic_sampling import DynamicSampler, groups_with_signal
 from care.trainer.features import FeatureReader, Features
+from care.trainer.kl_clamp import clamp_reference_kl
 from care.trainer.repair import ReflectionResampler
 from care.trainer.spans import SpanFinder
 from care.trainer.trl_surface import LOSS_MASK, forward_kwargs, loss_inputs, trained_tokens
@@ -90,10 +91,11 @@ def reward_verdicts(per_func: torch.Tensor, weights: torch.Tensor,
 class CareStep:
     """The step for every algorithm; `run` is the whole of it. `trainer` is the CareGRPOTrainer."""
 
-    def __init__(self, trainer, algorithm: str, care_config: CareConfig, rgr: RGRConfig, seed: int,
-                 accuracy_reward_index: int, max_sampling_rounds: int | None = None):
+    def __init__(self, trainer, algorithm: AlgorithmConfig, care_config: CareConfig, rgr: RGRConfig, seed: int,
+                 accuracy_reward_index: int):
         self.trainer = trainer
-        self.algorithm = algorithm
+        self.algorithm = algorithm.name
+        self.kl_clamp = algorithm.kl_clamp if algorithm.beta > 0 else None
         self.care_config = care_config
         self.seed = seed
         self.accuracy_reward_index = accuracy_reward_index
@@ -103,10 +105,10 @@ class CareStep:
             return trainer.accelerator.unwrap_model(trainer.model).get_decoder().norm
         self.feature_reader = FeatureReader(self.span_finder, final_norm)
         self.resampler = ReflectionResampler(trainer, rgr, self.repair_verdicts) if rgr.enabled else None
-        self.dynamic_sampler = None  # max_sampling_rounds None: dynamic sampling off
-        if max_sampling_rounds is not None:
+        self.dynamic_sampler = None
+        if algorithm.dynamic_sampling:
             self.dynamic_sampler = DynamicSampler(
-                max_sampling_rounds, trainer.num_generations, self.span_finder, trainer._tokenizer.pad_token_id,
+                algorithm.max_sampling_rounds, trainer.num_generations, self.span_finder, trainer._tokenizer.pad_token_id,
                 signal=lambda per_func: groups_with_signal(self.verdicts(per_func)[0].view(-1, trainer.num_generations)))
         self.last_objective = None  # the latest batch's objective result (all processes), for tests
 
@@ -165,8 +167,8 @@ class CareStep:
         batch[LOSS_MASK] = subgroup_loss_mask(trained, in_subgroup).to(completion_mask.dtype)
         batch["num_items_in_batch"] = trainer.accelerator.gather(trained_tokens(batch).sum()).sum()
 
-        # 8. loss inputs: TRL's loss sees CARE's mask through tool_mask
-        return loss_inputs(batch)
+        # 8. loss inputs: TRL's loss sees CARE's mask through tool_mask (and the reference's KL clamp, if set)
+        return self.loss_batch(batch)
 
     # ------------------------------------------------------------------ steps 1-3
     def seed_sampling(self, round_index: int = 0) -> None:
@@ -237,9 +239,34 @@ class CareStep:
         self.last_objective = result
         self.log_signal(signal_metrics(result, correct.view(-1, group), think_len=think_all.view(-1, group),
                                        k_hist=self.care_config.k))
-        if LOSS_MASK in batch:  # dynamic sampling left slots empty: their rows are out of the loss
-            batch["num_items_in_batch"] = self.trainer.accelerator.gather(trained_tokens(batch).sum()).sum()
+        # TRL counted the tokens of the first round; dynamic sampling may have merged rows of others
+        batch["num_items_in_batch"] = self.trainer.accelerator.gather(trained_tokens(batch).sum()).sum()
+        return self.loss_batch(batch)
+
+    # ------------------------------------------------------------------ step 8
+    def loss_batch(self, batch: dict) -> dict:
+        """The batch TRL's loss reads: CARE's mask folded into tool_mask, and with `algorithm.kl_clamp`
+        the reference log-probs of over-limit tokens set to the policy's (care.trainer.kl_clamp)."""
+        if self.kl_clamp is not None and "ref_per_token_logps" in batch:
+            trained = trained_tokens(batch)
+            policy = batch.get("old_per_token_logps")
+            if policy is None:  # one update per rollout batch: the policy at the loss is the one that sampled
+                policy = self.policy_logps(batch)
+            clamped = clamp_reference_kl(batch, self.kl_clamp, policy, trained)
+            counts = self.trainer.accelerator.gather(torch.stack([clamped.sum(), trained.sum()]).view(1, 2).float())
+            counts = counts.view(-1, 2).sum(dim=0)
+            self.trainer._metrics["train"]["kl/clamped_fraction"].append((counts[0] / counts[1].clamp(min=1)).item())
         return loss_inputs(batch)
+
+    @torch.no_grad()
+    def policy_logps(self, batch: dict) -> torch.Tensor:
+        """Per-token log-probs of the batch's completions under the current policy (one no-grad forward)."""
+        trainer = self.trainer
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
+            torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1), batch["completion_ids"].size(1),
+            batch_size=trainer.args.per_device_train_batch_size, **forward_kwargs(batch))
+        return logps
 
     def log_signal(self, metrics: dict[str, float]) -> None:
         logged = self.trainer._metrics["train"]
