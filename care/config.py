@@ -380,6 +380,12 @@ class AlgorithmConfig:
     # step trains on the groups kept. On in conf/algorithm/dapo.yaml; any algorithm may turn it on
     dynamic_sampling: bool = False
     max_sampling_rounds: int = 10
+    # the reference's per-token k3 KL clamp (EasyR1: ±10; care.trainer.kl_clamp): a token over it keeps its
+    # policy-gradient term and loses its KL gradient. recipe=paper sets 10; None (CPU default, TRL) leaves it
+    kl_clamp: float | None = None
+    # TRL weights each token's KL by its importance ratio (use_bias_correction_kl, TRL's default): its gradient
+    # gains a k3 * grad(logp) term the reference's plain k3 loss has not. recipe=paper turns it off
+    kl_bias_correction: bool = True
 
     def __post_init__(self) -> None:
         check_choice("algorithm.name", self.name, ALGORITHMS)
@@ -393,6 +399,8 @@ class AlgorithmConfig:
         check_choice("algorithm.importance_sampling_level", self.importance_sampling_level, ("token", "sequence"))
         check_choice("algorithm.scale_rewards", self.scale_rewards, ("group", "batch", "none"))
         check_range("algorithm.max_sampling_rounds", self.max_sampling_rounds, 1)
+        if self.kl_clamp is not None:
+            check_range("algorithm.kl_clamp", self.kl_clamp, 0.0, low_open=True)
         if self.dynamic_sampling and self.loss_type not in TOKEN_LEVEL_LOSSES:
             raise ValueError(f"algorithm.dynamic_sampling=true with algorithm.loss_type={self.loss_type!r}: slots left "
                              f"empty are masked out, which a per-sequence mean would still count; choose one of "

@@ -22,7 +22,8 @@ RULE = "─" * 8
 # the few metrics that matter in a step line, by their logged names (care.trainer, docs/method.md §8)
 STEP_FIELDS = (("reward", "train/reward", "{:.3f}"), ("acc", "train/accuracy", "{:.3f}"),
                ("kl", "train/kl", "{:.3f}"), ("zero-signal", "signal/zero_signal_groups", "{:.2f}"),
-               ("repair", "rgr/repair_rate", "{:.2f}"))
+               ("repair", "rgr/repair_rate", "{:.2f}"), ("rounds", "dynamic/rounds", "{:.0f}"),
+               ("filled", "dynamic/filled_fraction", "{:.2f}"))
 SFT_FIELDS = (("loss", "train/loss", "{:.4f}"), ("token-acc", "train/mean_token_accuracy", "{:.3f}"))
 
 

@@ -104,11 +104,11 @@ def test_grpo_shares_cares_loss_settings_and_grpo_trl_is_trls():
     assert replace(grpo, name="care") == care and (care.beta, care.epsilon, care.epsilon_high) == (0.01, 0.2, 0.3)
     trl = GRPOConfig(output_dir="/tmp/unused", use_cpu=True)
     trl_algorithm = compose_cfg("algorithm=grpo_trl").algorithm
-    assert not trl_algorithm.dynamic_sampling  # TRL has none: every group trains, as stock TRL's
+    assert not trl_algorithm.dynamic_sampling and trl_algorithm.kl_clamp is None  # TRL has neither
     for key, value in asdict(trl_algorithm).items():
-        if key in ("name", "dynamic_sampling", "max_sampling_rounds"):
+        if key in ("name", "dynamic_sampling", "max_sampling_rounds", "kl_clamp"):
             continue
-        expected = getattr(trl, key)
+        expected = getattr(trl, "use_bias_correction_kl" if key == "kl_bias_correction" else key)
         if key == "epsilon_high" and expected is None:  # TRL: None means "same as epsilon"
             expected = trl.epsilon
         assert value == expected, key
@@ -132,7 +132,7 @@ def test_presets_write_only_what_they_change():
     defaults = AlgorithmConfig()
     for path in sorted((ROOT / "conf" / "algorithm").glob("*.yaml")):
         for key, value in yaml.safe_load(path.read_text())["algorithm"].items():
-            undoes_the_recipe = path.name == "grpo_trl.yaml" and key == "delta"  # recipe=paper sets it
+            undoes_the_recipe = path.name == "grpo_trl.yaml" and key in ("delta", "kl_clamp", "kl_bias_correction")  # recipe=paper sets them
             assert key == "name" or undoes_the_recipe or value != getattr(defaults, key), \
                 f"{path.name}: {key}={value} is the default"
 
@@ -172,7 +172,7 @@ def test_real_backbones_get_the_paper_recipe_unless_overridden():
     from dataclasses import replace
 
     # loss and RGR decode: one set, but for the reference's dual-clip, which the recipe alone adds
-    assert paper.algorithm == replace(tiny.algorithm, delta=3.0) and paper.rgr == tiny.rgr
+    assert paper.algorithm == replace(tiny.algorithm, delta=3.0, kl_clamp=10.0, kl_bias_correction=False) and paper.rgr == tiny.rgr
     for backbone in ("qwen2_5_vl_3b", "qwen3_vl_8b"):
         assert compose_cfg(f"backbone={backbone}").rl == rl
     mine = compose_cfg("backbone=qwen2_5_vl_7b", "rl.learning_rate=2e-6", "parallel=zero3", "rollout=hf")
@@ -252,15 +252,22 @@ def test_grpo_args_carry_the_recipe_into_trl(tmp_path):
 
 
 def test_the_paper_recipe_sets_the_reference_loss_details_and_grpo_trl_keeps_trls():
-    """Dual-clip 3.0 and no importance-sampling correction for vLLM rollouts, in recipe=paper only."""
+    """Dual-clip 3.0, the KL clamp, a plain k3 and no importance-sampling correction for vLLM rollouts,
+    in recipe=paper only."""
     from care.trainer.build import grpo_args
 
     paper = compose_cfg("backbone=qwen2_5_vl_7b")
-    assert (paper.algorithm.delta, paper.rollout.vllm_importance_sampling_correction) == (3.0, False)
-    assert compose_cfg("backbone=qwen2_5_vl_7b", "algorithm=grpo").algorithm.delta == 3.0  # GRPO shares CARE's loss
-    assert compose_cfg("backbone=qwen2_5_vl_7b", "algorithm=grpo_trl").algorithm.delta is None
+    assert (paper.algorithm.delta, paper.algorithm.kl_clamp, paper.rollout.vllm_importance_sampling_correction) \
+        == (3.0, 10.0, False)
+    grpo = compose_cfg("backbone=qwen2_5_vl_7b", "algorithm=grpo").algorithm  # GRPO shares CARE's loss
+    assert (grpo.delta, grpo.kl_clamp, grpo.kl_bias_correction) == (3.0, 10.0, False)
+    trl = compose_cfg("backbone=qwen2_5_vl_7b", "algorithm=grpo_trl").algorithm
+    assert (trl.delta, trl.kl_clamp, trl.kl_bias_correction) == (None, None, True)
+    assert not grpo_args(compose_cfg("backbone=qwen2_5_vl_7b", "rollout=hf", "parallel=ddp"),
+                         Path("/tmp/unused")).use_bias_correction_kl
     cpu = compose_cfg()
-    assert (cpu.algorithm.delta, cpu.rollout.vllm_importance_sampling_correction) == (None, True)
+    assert (cpu.algorithm.delta, cpu.algorithm.kl_clamp, cpu.rollout.vllm_importance_sampling_correction) \
+        == (None, None, True)
     assert grpo_args(compose_cfg("algorithm.delta=3.0"), Path("/tmp/unused")).delta == 3.0
     with pytest.raises(Exception, match="algorithm.delta=1.2 must exceed 1 \\+ algorithm.epsilon_high = 1.3"):
         compose_cfg("algorithm.delta=1.2")

@@ -100,6 +100,7 @@ def grpo_args(cfg: Config, output_dir: Path):
         max_completion_length=rl.max_completion_length, beta=algo.beta, epsilon=algo.epsilon,
         epsilon_high=algo.epsilon_high, loss_type=algo.loss_type, scale_rewards=algo.scale_rewards,
         importance_sampling_level=algo.importance_sampling_level, delta=algo.delta,
+        use_bias_correction_kl=algo.kl_bias_correction,
         mask_truncated_completions=algo.mask_truncated_completions,
         reward_weights=[rl.accuracy_weight, rl.format_weight] if rl.format_weight > 0 else [rl.accuracy_weight],
         logging_steps=rl.logging_steps, save_strategy="steps", save_steps=rl.save_steps, save_total_limit=2,
@@ -144,7 +145,5 @@ def build_trainer(cfg: Config, policy_dir: str, processor, train_dataset, output
     return CareGRPOTrainer(model=policy_dir, reward_funcs=reward_funcs, args=grpo_args(cfg, output_dir),
                            train_dataset=train_dataset, processing_class=processor,
                            callbacks=[*callbacks, sharding_check],
-                           algorithm=cfg.algorithm.name, care_config=CareConfig(**asdict(cfg.care)), seed=cfg.seed,
-                           rgr=cfg.rgr,
-                           max_sampling_rounds=cfg.algorithm.max_sampling_rounds if cfg.algorithm.dynamic_sampling
-                           else None)
+                           algorithm=cfg.algorithm, care_config=CareConfig(**asdict(cfg.care)), seed=cfg.seed,
+                           rgr=cfg.rgr)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from trl import GRPOTrainer
 
 from care.checkpoints import ResumableTrainer
-from care.config import RGRConfig
+from care.config import AlgorithmConfig, RGRConfig
 from care.objective import CareConfig
 from care.trainer.care_step import CareStep, Rollouts
 
@@ -28,13 +28,12 @@ class CareGRPOTrainer(ResumableTrainer, GRPOTrainer):
       asks for it, also reads CARE's features (care.trainer.features).
     """
 
-    def __init__(self, *args, algorithm: str, care_config: CareConfig, seed: int = 0,
-                 accuracy_reward_index: int = 0, rgr: RGRConfig | None = None,
-                 max_sampling_rounds: int | None = None, **kwargs):
-        """`max_sampling_rounds`: DAPO's dynamic sampling with at most this many rounds; None: off."""
+    def __init__(self, *args, algorithm: AlgorithmConfig, care_config: CareConfig, seed: int = 0,
+                 accuracy_reward_index: int = 0, rgr: RGRConfig | None = None, **kwargs):
+        """`algorithm`: what the step does beyond TRL's loss settings (its name, dynamic sampling, KL clamp)."""
         super().__init__(*args, **kwargs)
         rgr = rgr if rgr is not None else RGRConfig(enabled=False)
-        self.care_step = CareStep(self, algorithm, care_config, rgr, seed, accuracy_reward_index, max_sampling_rounds)
+        self.care_step = CareStep(self, algorithm, care_config, rgr, seed, accuracy_reward_index)
         self._sampling: Rollouts | None = None  # the round `sample` is running, while it runs
 
     def _generate_and_score_completions(self, inputs):
