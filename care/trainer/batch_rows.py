@@ -85,3 +85,14 @@ def _stack_rows(tensors: list[torch.Tensor], used: list[int], sources: list[tupl
         offsets[index], total = total, total + tensor.size(0)
     rows = torch.tensor([offsets[index] + row for index, row in sources], device=tensors[0].device)
     return torch.cat(tensors).index_select(0, rows)
+
+
+def moved(batch: dict, device) -> dict:
+    """The batch with every tensor (and every tensor in a list) on `device`."""
+    def move(value):
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        if isinstance(value, list):
+            return [move(item) for item in value]
+        return value
+    return {key: move(value) for key, value in batch.items()}

@@ -28,7 +28,7 @@ from dataclasses import replace
 
 import torch
 
-from care.trainer.batch_rows import take_rows
+from care.trainer.batch_rows import moved, take_rows
 from care.trainer.features import Features
 from care.trainer.spans import SpanFinder
 from care.trainer.trl_surface import LOSS_MASK
@@ -101,7 +101,7 @@ class DynamicSampler:
 
         `draw(round_index)` samples and scores round `round_index` (1, 2, ...) on every process.
         """
-        rows = first.rewards_per_func.size(0)
+        rows, device = first.rewards_per_func.size(0), first.batch["completion_ids"].device
         local_rows = rows // num_processes
         filler = SlotFiller(rows // self.group_size, self.group_size, local_rows)
         rounds, row_maps, kept = [first], [None], 0
@@ -115,6 +115,9 @@ class DynamicSampler:
                                                             local_rows)
             if not filler.empty() or len(rounds) == self.max_rounds:
                 break
+            # while later rounds are drawn, what is kept waits in host memory: the accelerator holds one
+            # round's buffer at a time, as without dynamic sampling (docs/plan.md)
+            self._offload(rounds[-1])
             rounds.append(draw(len(rounds)))
             row_maps.append(None)
         n_groups = len(filler.source)
@@ -122,7 +125,20 @@ class DynamicSampler:
                    "dynamic/filled_fraction": 1.0 - len(filler.empty()) / n_groups}
         if len(rounds) == 1 and not filler.empty():
             return first, metrics
-        return self._assemble(rounds, row_maps, filler, process_index, local_rows), metrics
+        self._offload(rounds[-1])  # rows are merged in host memory, then moved back
+        assembled = self._assemble(rounds, row_maps, filler, process_index, local_rows)
+        assembled.batch = moved(assembled.batch, device)
+        return assembled, metrics
+
+    @staticmethod
+    def _offload(rollouts) -> None:
+        """Move the round's batch and features to host memory, in place (the caller's reference to round 1
+        must not keep its accelerator copy alive); the rewards stay, every rank's and small."""
+        if rollouts.batch is not None:
+            rollouts.batch = moved(rollouts.batch, "cpu")
+        if rollouts.features is not None:
+            features = rollouts.features
+            rollouts.features = Features(features.spans, features.embeddings.cpu(), features.logprob_sum.cpu())
 
     def _rows_given(self, rollouts, filler: SlotFiller, round_index: int, process_index: int, local_rows: int):
         """Round `round_index` cut to this process's rows that fill slots, and {its local row: row in the cut}."""
