@@ -20,6 +20,7 @@ from care.plan import (
     TimeLimit,
     check_fits,
     decoder_params,
+    describe,
     launcher_gpus,
     launcher_resources,
     launcher_time_limit,
@@ -141,6 +142,18 @@ def test_wall_hours_and_gpu_hours_by_hand():
     assert job["lost_per_requeue_h"] == round(lost, 2) == 0.81
     assert (job["time_limit_h"], job["requeues"], job["fits_time"]) == (24.0, 4, True)  # 4 h runs: 4 + 4 x 3.19 >= 15.83
     assert job["disk_gb"] == {"checkpoint": 99.5, "checkpoints_kept": 2, "checkpoints_peak": 298.5, "policy": 33.2}
+
+
+def test_dynamic_sampling_prices_each_extra_round_by_hand():
+    """DAPO's extra round: the same decoding as a round, plus the old-policy forward (2 P FLOPs a token: 4
+    updates per rollout batch); no reference forward (no KL). The one-round hours are unchanged."""
+    dapo = plan_job(composed("backbone=qwen2_5_vl_7b", "algorithm=dapo"), 8)
+    gspo = plan_job(composed("backbone=qwen2_5_vl_7b", "algorithm=gspo"), 8)
+    rate = 5_000 * 7e9 / P7
+    extra = 96 * 4_096 * 1_024 / (rate * 8) / 3600 + 96 * 4_096 * 2_048 * 2 * P7 / (0.2 * 989e12 * 8) / 3600
+    assert dapo["dynamic_sampling"] == {"max_rounds": 10, "wall_h_per_extra_round": round(extra, 2)}
+    assert dapo["wall_h"] == gspo["wall_h"] and "dynamic_sampling" not in gspo
+    assert "each extra round adds ~5.66 wall hours" in describe(dapo)
 
 
 def test_a_job_whose_time_limit_is_too_short_is_refused_with_the_figures():

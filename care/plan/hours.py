@@ -96,6 +96,22 @@ def rl_seconds(cfg: Config, gpus: int) -> dict[str, float]:
     return {"generation": generation, "training": training, "saves": saves}
 
 
+def extra_round_seconds(cfg: Config, gpus: int) -> float:
+    """Wall seconds one more dynamic-sampling round costs per rollout batch over the run: its decoding, and
+    its old-policy and reference forwards where TRL runs them (the policy's forward + backward is not repeated:
+    the batch trained keeps its size)."""
+    s, rl = sizes(cfg.backbone), cfg.rl
+    updates = batch_geometry(rl, 1).updates_per_rollout
+    batches = rl.steps / updates
+    rollouts = rl.prompts_per_rollout * rl.num_generations
+    response = MEAN_LENGTH_FRACTION * rl.max_completion_length
+    sequence = MEAN_LENGTH_FRACTION * (rl.max_prompt_length or ASSUMED_PROMPT_TOKENS) + response
+    old = updates > 1 or (cfg.rollout.engine == "vllm" and cfg.rollout.vllm_importance_sampling_correction)
+    passes = (2 if old else 0) + (2 if cfg.algorithm.beta > 0 else 0)
+    scoring = batches * rollouts * sequence * passes * s.num_params / (ASSUMED_MFU * gpu_type(cfg).bf16_flops * gpus)
+    return batches * rollouts * response / (decode_rate(cfg) * gpus) + scoring
+
+
 def eval_cost(cfg: Config, held_out: bool = True) -> dict:
     """One evaluation phase: each benchmark of eval.benchmarks (its spec's `approx_rows`, cut to eval.limit)
     plus the held-out slice (a training run's before/after check and the Base scores; `task=eval` only with

@@ -21,6 +21,7 @@ from care.plan.hours import (
     assumed_figures,
     disk_figures,
     eval_cost,
+    extra_round_seconds,
     policy_bytes,
     rl_seconds,
     save_seconds,
@@ -80,6 +81,9 @@ def plan_job(cfg: Config, gpus: int | None = None, overrides: list[str] | None =
         wall.update(after_eval=round(after_h, 2), total=round(rl_h + after_h, 2))
         job.update(gpu_hours=round(gpus * rl_h, 1), wall_h=wall, assumed=assumed_figures(cfg), eval_engine=cfg.eval.engine,
                    **ev, **time_fit(rl_h + after_h, lost_h, time_limit))
+        if cfg.algorithm.dynamic_sampling:  # hours above are for one round per rollout batch
+            job["dynamic_sampling"] = {"max_rounds": cfg.algorithm.max_sampling_rounds,
+                                       "wall_h_per_extra_round": round(extra_round_seconds(cfg, gpus) / 3600, 2)}
     else:
         eval_cost(cfg)  # a misspelt benchmark fails here too
     return job

@@ -129,6 +129,13 @@ def describe(job: dict) -> str:
                      f"{a['write_gb_per_s']} GB/s to disk); before/after check (eval.engine={job['eval_engine']}): "
                      f"{job['eval_generations_per_phase']} generations, ~{job['eval_gpu_hours_per_phase']} GPU-hours "
                      "per phase")
+    if job.get("dynamic_sampling"):
+        ds = job["dynamic_sampling"]
+        lines.append(f"  dynamic sampling: the hours above draw one round per rollout batch; each extra round adds "
+                     f"~{ds['wall_h_per_extra_round']} wall hours (decoding and scoring), up to "
+                     f"{ds['max_rounds'] - 1} extra; the rounds kept wait in host memory (up to two rollout "
+                     f"buffers, {2 * job['memory_gib'].get('pixel_values', 0):g} GiB of pixel_values per GPU), so GPU "
+                     "memory is as planned")
     return "\n".join(lines)
 
 
