@@ -256,6 +256,9 @@ class RLConfig:
     # well-formed response only, so a policy is never paid for skipping the span (lenient was the
     # synthetic default until 2026-12-02: 49.35 -> 59.11 then, 49.0 -> 59.9 strict, docs/benchmarks.md)
     extraction: str = "strict"
+    # share of training verdicts flipped at random: a config known to be worse, the analysis' control
+    # (benchmarks/controls.py, docs/benchmarks.md); evaluation is never noisy
+    reward_noise: float = 0.0
     logging_steps: int = 1
     save_steps: int = 20  # checkpoint every N steps into <run_dir>/checkpoints; a rerun resumes there
 
@@ -279,6 +282,7 @@ class RLConfig:
         check_range("rl.format_weight", self.format_weight, 0.0)
         check_range("rl.accuracy_weight", self.accuracy_weight, 0.0, low_open=True)
         check_choice("rl.extraction", self.extraction, EXTRACTION_RULES)
+        check_range("rl.reward_noise", self.reward_noise, 0.0, 1.0)
         check_range("rl.save_steps", self.save_steps, 1)
 
 

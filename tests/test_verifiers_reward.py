@@ -141,3 +141,24 @@ def test_trl_reads_the_name() -> None:
     utils = pytest.importorskip("trl.trainer.utils")
     assert utils.get_callable_name(make_reward_fn()) == "verifier_accuracy"
     assert not utils.is_async_callable(make_reward_fn())
+
+
+def test_reward_noise_flips_that_share_of_verdicts_reproducibly() -> None:
+    """rl.reward_noise: the control config known to be worse; the flips follow torch's seed, as sampling does."""
+    import torch
+
+    from care.config import Config, RLConfig
+    from care.trainer.build import reward_functions
+
+    cfg = Config(rl=RLConfig(reward_noise=0.3))
+    (noisy,) = reward_functions(cfg)
+    completions, n = [GOOD, WRONG_BUT_FORMATTED] * 500, 1000
+    clean = call(VerifierReward(extraction="strict"), completions, answer=["4"] * n, answer_type=["math"] * n)
+    torch.manual_seed(0)
+    first = call(noisy, completions, answer=["4"] * n, answer_type=["math"] * n)
+    torch.manual_seed(0)
+    assert call(noisy, completions, answer=["4"] * n, answer_type=["math"] * n) == first
+    flipped = sum(a != b for a, b in zip(first, clean, strict=True)) / n
+    assert 0.25 < flipped < 0.35 and set(first) == {0.0, 1.0}
+    with pytest.raises(ValueError, match="rl.reward_noise=1.5 is out of range"):
+        RLConfig(reward_noise=1.5)

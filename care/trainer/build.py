@@ -123,7 +123,7 @@ def parallel_args(cfg: Config) -> dict:
 def reward_functions(cfg: Config) -> list:
     from care.verifiers.reward import FormatReward, VerifierReward
 
-    funcs = [VerifierReward(name="accuracy", extraction=cfg.rl.extraction)]
+    funcs = [VerifierReward(name="accuracy", extraction=cfg.rl.extraction, flip_rate=cfg.rl.reward_noise)]
     if cfg.rl.format_weight > 0:
         funcs.append(FormatReward())
     return funcs

@@ -55,9 +55,12 @@ class VerifierReward:
     """
 
     def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, name: str = "verifier_accuracy",
-                 extraction: str = "lenient"):
+                 extraction: str = "lenient", flip_rate: float = 0.0):
         self.extraction = extraction  # the answer rule: "strict" in training (care.verifiers.extraction)
         self.timeout_s = timeout_s
+        # `rl.reward_noise`: the share of verdicts flipped, drawn from torch's generator, which the trainer
+        # seeds per (seed, step, rank) before sampling, so a resumed run flips the same ones
+        self.flip_rate = flip_rate
         self.__name__ = name
 
     def __repr__(self) -> str:
@@ -93,8 +96,13 @@ class VerifierReward:
             extraction=self.extraction,
         )
         rewards: list[float | None] = [None] * count
-        for index, result in zip(scored, results, strict=True):
-            rewards[index] = float(result.correct)
+        flips = [False] * len(scored)
+        if self.flip_rate > 0:
+            import torch
+
+            flips = (torch.rand(len(scored)) < self.flip_rate).tolist()
+        for index, result, flip in zip(scored, results, flips, strict=True):
+            rewards[index] = float(result.correct != flip)
         self._log(columns.get("log_metric"), results)
         return rewards
 
