@@ -1,18 +1,14 @@
 """One CPU rank of a 2-process training job through `care.pipeline.train` (gloo), for tests/test_eval_phases.py."""
 
-import os
 import sys
 from pathlib import Path
 
 
 def run_rank(rank: int, world: int, port: int, cache_dir: str, run_dir: str, engine: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), WANDB_MODE="disabled",
-                      HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import torch
+    from tests.dist_worker import join_as_rank
 
-    torch.set_num_threads(1)
+    join_as_rank(rank, world, port)
     from care.config import ColdStartConfig, EvalConfig
     from care.pipeline import train
     from tests.trainer_helpers import tiny_config

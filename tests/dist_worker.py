@@ -7,12 +7,17 @@ from pathlib import Path
 import torch
 
 
-def run_rank(rank: int, world: int, port: int, cache_dir: str, out_dir: str) -> None:
+def join_as_rank(rank: int, world: int, port: int) -> None:
+    """This process as rank `rank` of a `world`-process gloo job on this machine, offline, one thread."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), WANDB_MODE="disabled",
                       HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     torch.set_num_threads(1)
+
+
+def run_rank(rank: int, world: int, port: int, cache_dir: str, out_dir: str) -> None:
+    join_as_rank(rank, world, port)
     import care.trainer.care_step as module
     from care.config import RGRConfig
     from care.trainer.trl_surface import LOSS_MASK
@@ -54,11 +59,7 @@ def run_rank(rank: int, world: int, port: int, cache_dir: str, out_dir: str) -> 
 
 def run_dynamic_rank(rank: int, world: int, port: int, cache_dir: str, out_dir: str) -> None:
     """DAPO's dynamic sampling on 2 ranks, 3 prompts x G=4: the middle group straddles the ranks."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), WANDB_MODE="disabled",
-                      HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    torch.set_num_threads(1)
+    join_as_rank(rank, world, port)
     from care.trainer.trl_surface import trained_tokens
     from tests.trainer_helpers import build_tiny_trainer, half_the_prompts_teach, tiny_config
 

@@ -81,6 +81,24 @@ def rl_seconds(cfg: Config, gpus: int) -> dict[str, float]:
     """Wall seconds of RL on `gpus` GPUs: decoding at the assumed rate, training at the assumed MFU (the
     policy's forward + backward, 6N per token, and the old-policy and reference forwards, 2N each, when TRL
     runs them), the checkpoint saves and the final policy save."""
+    rl = cfg.rl
+    generation, scoring_passes, token_seconds = _rollout_costs(cfg, gpus)
+    training = (6 + scoring_passes) * token_seconds
+    saves = (rl.steps // rl.save_steps) * save_seconds(cfg) + policy_bytes(cfg) / (ASSUMED_WRITE_GB_PER_S * GB)
+    return {"generation": generation, "training": training, "saves": saves}
+
+
+def extra_round_seconds(cfg: Config, gpus: int) -> float:
+    """Wall seconds one more dynamic-sampling round costs per rollout batch over the run: its decoding, and
+    its old-policy and reference forwards where TRL runs them (the policy's forward + backward is not repeated:
+    the batch trained keeps its size)."""
+    generation, scoring_passes, token_seconds = _rollout_costs(cfg, gpus)
+    return generation + scoring_passes * token_seconds
+
+
+def _rollout_costs(cfg: Config, gpus: int) -> tuple[float, int, float]:
+    """(seconds decoding every rollout batch of the run, N-FLOP passes per token of TRL's scoring forwards,
+    seconds of one N-FLOP pass over every rollout token of the run)."""
     s, rl = sizes(cfg.backbone), cfg.rl
     updates = batch_geometry(rl, 1).updates_per_rollout
     batches = rl.steps / updates
@@ -90,26 +108,9 @@ def rl_seconds(cfg: Config, gpus: int) -> dict[str, float]:
     generation = batches * rollouts * response / (decode_rate(cfg) * gpus)
     # TRL: old log-probs when a rollout batch feeds several updates, or vLLM's importance-sampling correction
     old = updates > 1 or (cfg.rollout.engine == "vllm" and cfg.rollout.vllm_importance_sampling_correction)
-    passes = 6 + (2 if old else 0) + (2 if cfg.algorithm.beta > 0 else 0)
-    training = batches * rollouts * sequence * passes * s.num_params / (ASSUMED_MFU * gpu_type(cfg).bf16_flops * gpus)
-    saves = (rl.steps // rl.save_steps) * save_seconds(cfg) + policy_bytes(cfg) / (ASSUMED_WRITE_GB_PER_S * GB)
-    return {"generation": generation, "training": training, "saves": saves}
-
-
-def extra_round_seconds(cfg: Config, gpus: int) -> float:
-    """Wall seconds one more dynamic-sampling round costs per rollout batch over the run: its decoding, and
-    its old-policy and reference forwards where TRL runs them (the policy's forward + backward is not repeated:
-    the batch trained keeps its size)."""
-    s, rl = sizes(cfg.backbone), cfg.rl
-    updates = batch_geometry(rl, 1).updates_per_rollout
-    batches = rl.steps / updates
-    rollouts = rl.prompts_per_rollout * rl.num_generations
-    response = MEAN_LENGTH_FRACTION * rl.max_completion_length
-    sequence = MEAN_LENGTH_FRACTION * (rl.max_prompt_length or ASSUMED_PROMPT_TOKENS) + response
-    old = updates > 1 or (cfg.rollout.engine == "vllm" and cfg.rollout.vllm_importance_sampling_correction)
-    passes = (2 if old else 0) + (2 if cfg.algorithm.beta > 0 else 0)
-    scoring = batches * rollouts * sequence * passes * s.num_params / (ASSUMED_MFU * gpu_type(cfg).bf16_flops * gpus)
-    return batches * rollouts * response / (decode_rate(cfg) * gpus) + scoring
+    scoring_passes = (2 if old else 0) + (2 if cfg.algorithm.beta > 0 else 0)
+    token_seconds = batches * rollouts * sequence * s.num_params / (ASSUMED_MFU * gpu_type(cfg).bf16_flops * gpus)
+    return generation, scoring_passes, token_seconds
 
 
 def eval_cost(cfg: Config, held_out: bool = True) -> dict:
