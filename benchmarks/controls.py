@@ -30,6 +30,7 @@ from analysis.uncertainty import column_sample, compare, interval  # noqa: E402
 def cells(runs, method: str) -> dict:
     """The method's finished runs split into reference, twin (another label) and noisy-reward cells."""
     runs = runs[(runs["status"] == "finished") & (runs["cfg.algorithm.name"] == method)]
+    runs = runs.assign(seed=runs["cfg.seed"].astype(int))
     noise = runs.get("cfg.rl.reward_noise")
     noisy = runs[noise.fillna(0) > 0] if noise is not None else runs.iloc[:0]
     clean = runs.drop(noisy.index)
