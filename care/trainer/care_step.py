@@ -44,7 +44,7 @@ from care.trainer.features import FeatureReader, Features
 from care.trainer.kl_clamp import clamp_reference_kl
 from care.trainer.repair import ReflectionResampler
 from care.trainer.spans import SpanFinder
-from care.trainer.trl_surface import LOSS_MASK, forward_kwargs, loss_inputs, trained_tokens
+from care.trainer.trl_surface import LOSS_MASK, forward_inputs, forward_kwargs, loss_inputs, trained_tokens
 
 # signal_metrics key -> logged name (TRL logs keys as given; our callback prefixes bare ones with train/)
 LOGGED_NAMES = {
@@ -223,9 +223,7 @@ class CareStep:
         batch must be final (RGR splices by the subgroup), so none other can carry the features."""
         trainer = self.trainer
         _, features = self.feature_reader.read(
-            trainer._get_per_token_logps_and_entropies, trainer.model,
-            torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
-            torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1), batch["completion_ids"].size(1),
+            trainer._get_per_token_logps_and_entropies, trainer.model, *forward_inputs(batch),
             batch_size=trainer.args.per_device_train_batch_size, **forward_kwargs(batch))
         return features
 
@@ -263,9 +261,7 @@ class CareStep:
         """Per-token log-probs of the batch's completions under the current policy (one no-grad forward)."""
         trainer = self.trainer
         logps, _, _ = trainer._get_per_token_logps_and_entropies(
-            trainer.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
-            torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1), batch["completion_ids"].size(1),
-            batch_size=trainer.args.per_device_train_batch_size, **forward_kwargs(batch))
+            trainer.model, *forward_inputs(batch), batch_size=trainer.args.per_device_train_batch_size, **forward_kwargs(batch))
         return logps
 
     def log_signal(self, metrics: dict[str, float]) -> None:

@@ -32,7 +32,7 @@ import torch
 from care.config import RGRConfig
 from care.repair import repair_context
 from care.trainer.batch_rows import pad_widths, take_rows
-from care.trainer.trl_surface import LOSS_MASK, forward_kwargs
+from care.trainer.trl_surface import LOSS_MASK, forward_inputs, forward_kwargs
 
 
 @dataclass
@@ -189,8 +189,7 @@ class ReflectionResampler:
             return
         trainer = self.trainer
         subset = take_rows([batch], [(0, row) for row in rows], self.trainer._tokenizer.pad_token_id)
-        args = (torch.cat([subset["prompt_ids"], subset["completion_ids"]], dim=1),
-                torch.cat([subset["prompt_mask"], subset["completion_mask"]], dim=1), subset["completion_ids"].size(1))
+        args = forward_inputs(subset)
         if policy_keys:
             policy, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, *args, **forward_kwargs(subset))
             for key in policy_keys:

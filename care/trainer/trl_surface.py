@@ -85,6 +85,12 @@ def forward_kwargs(batch: dict) -> dict:
     return {key: batch.get(key) for key in MULTIMODAL_KEYS}
 
 
+def forward_inputs(batch: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(input_ids, attention_mask, logits_to_keep) of a generation batch, as TRL's forward helper takes them."""
+    return (torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
+            torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1), batch["completion_ids"].size(1))
+
+
 METHODS = (
     Method("_generate_and_score_completions", ("inputs",), overridden=True, exact=True,
            why="in training it hands the rows to CareStep.run, which calls TRL's own (rollouts, rewards, "
