@@ -139,7 +139,7 @@ class CareStep:
             for t in self.gather(think_len, spans.answer_len, features.embeddings, features.logprob_sum))
 
         # 4. subgroups: the same decision on every rank, tie-breaks seeded by (seed, step)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + trainer.state.global_step)
+        generator = torch.Generator().manual_seed(self.step_key())
         selection = select_subgroups(correct.view(-1, group), rewards.view(-1, group), think_all, answer_all,
                                      emb_all.float(), logp_all.float(), cfg, generator=generator)
 
@@ -176,8 +176,12 @@ class CareStep:
         run resumed from a checkpoint draws exactly the rollouts an uninterrupted run draws,
         whatever else consumed random numbers before this step in either process."""
         trainer = self.trainer
-        torch.manual_seed((self.seed * 1_000_003 + trainer.state.global_step) * 1_009
+        torch.manual_seed(self.step_key() * 1_009
                           + trainer.accelerator.process_index + 1 + round_index * 7_919_000_003)
+
+    def step_key(self) -> int:
+        """(seed, optimizer step) as one integer: every random draw of a step is seeded from it."""
+        return self.seed * 1_000_003 + self.trainer.state.global_step
 
     def reads_features_in_sampling(self) -> bool:
         return self.algorithm == "care" and self.trl_runs_old_logp_forward()
@@ -191,7 +195,7 @@ class CareStep:
         local_rows = trainer.args.per_device_train_batch_size * trainer.args.steps_per_generation
         n_prompts = local_rows * accelerator.num_processes // group
         dataset = trainer.train_dataset
-        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + trainer.state.global_step) * 1_009
+        generator = torch.Generator().manual_seed(self.step_key() * 1_009
                                                   + round_index)
         if n_prompts <= len(dataset):
             prompts = torch.randperm(len(dataset), generator=generator)[:n_prompts]
